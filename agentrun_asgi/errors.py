@@ -1,0 +1,45 @@
+"""The one exception that crosses from parsing and validation to the response layer."""
+
+from __future__ import annotations
+
+
+class ProtocolError(Exception):
+    """A request the server refuses, with the status and the fields of an OpenAI-style error body.
+
+    Raised anywhere below an endpoint before its response starts; the server renders it once,
+    as ``{"error": {"message", "type", "param", "code"}}`` with ``status``.
+    """
+
+    __slots__ = ("status", "message", "type", "param", "code", "headers")
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or ("invalid_request_error" if status < 500 else "server_error")
+        self.param = param
+        self.code = code
+        self.headers = headers
+
+    def body(self) -> dict[str, object]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class ClientDisconnect(Exception):
+    """The client went away before its request body was read."""

@@ -1,0 +1,154 @@
+"""Calls the user's agent and turns every shape it may return into one async stream.
+
+The stream's items are ``str`` (a TEXT delta, kept bare so that the common case allocates no
+event) and ``AgentEvent``. Sync code never runs on the event loop: a sync function runs in a
+worker thread, and so does each ``next()`` of a sync generator. Closing the stream (``aclose()``,
+as the protocols do when the client goes away) closes the agent's generator where it lives: an
+async one by ``aclose()``, a sync one by ``close()`` in a worker thread, right after the
+``next()`` in flight returns (a thread cannot be interrupted), so the agent's ``finally`` runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Iterator
+from typing import Any, Union
+
+import anyio
+import anyio.to_thread
+
+from .models import AgentEvent, AgentRequest, AgentResponse, EventType
+
+StreamItem = Union[str, AgentEvent]
+AgentFunc = Callable[[AgentRequest], Any]
+
+_DONE = object()
+
+
+class AgentOutputError(TypeError):
+    """The agent returned or yielded something no protocol can send."""
+
+
+def _next_or_done(iterator: Iterator[Any]) -> Any:
+    # StopIteration cannot cross a thread boundary through a future: turn it into a sentinel.
+    try:
+        return next(iterator)
+    except StopIteration:
+        return _DONE
+
+
+def _from_dict(value: dict[str, Any]) -> AgentResponse:
+    try:
+        return AgentResponse(**value)
+    except TypeError:
+        raise AgentOutputError(
+            "agent returned a dict with unknown keys "
+            f"{sorted(set(value) - set(AgentResponse.__slots__))}; expected AgentResponse fields"
+            " (content, reasoning_content, tool_calls, usage, finish_reason, events)"
+        ) from None
+
+
+def _expand(item: Any) -> list[StreamItem]:
+    """The slow path of item checking: anything but a plain str or AgentEvent."""
+    if item is None:
+        return []
+    if isinstance(item, str):
+        return [str(item)]
+    if isinstance(item, AgentEvent):
+        return [item]
+    if isinstance(item, AgentResponse):
+        return list(item.to_events())
+    if isinstance(item, dict):
+        return list(_from_dict(item).to_events())
+    raise AgentOutputError(
+        f"agent yielded an unsupported value of type {type(item).__name__}; "
+        "yield str, AgentEvent or AgentResponse"
+    )
+
+
+class Invoker:
+    """Holds the agent function, and what kind of callable it is, decided once."""
+
+    __slots__ = ("func", "is_async_gen", "is_async")
+
+    def __init__(self, func: AgentFunc) -> None:
+        if not callable(func):
+            raise TypeError(f"invoke_agent must be callable, got {type(func).__name__}")
+        self.func = func
+        target = func if inspect.isroutine(func) else getattr(func, "__call__", func)  # noqa: B004
+        self.is_async_gen = inspect.isasyncgenfunction(target)
+        self.is_async = inspect.iscoroutinefunction(target)
+
+    async def stream(self, request: AgentRequest) -> AsyncGenerator[StreamItem, None]:
+        """Run the agent on ``request``; exceptions from the agent propagate to the caller."""
+        func = self.func
+        result: Any
+        if self.is_async_gen:
+            result = func(request)
+        elif self.is_async:
+            result = await func(request)
+        elif inspect.isgeneratorfunction(func):
+            result = func(request)  # creating a generator runs none of its code
+        else:
+            result = await anyio.to_thread.run_sync(func, request)
+        while inspect.isawaitable(result):
+            result = await result
+
+        kind = type(result)
+        if kind is str or kind is AgentEvent:
+            yield result
+        elif isinstance(result, (str, AgentEvent, AgentResponse, dict)) or result is None:
+            for item in _expand(result):
+                yield item
+        elif isinstance(result, (list, tuple)):
+            for value in result:
+                if type(value) is str or type(value) is AgentEvent:
+                    yield value
+                else:
+                    for item in _expand(value):
+                        yield item
+        elif isinstance(result, AsyncIterable):
+            iterator = result.__aiter__()
+            try:
+                async for value in iterator:
+                    if type(value) is str or type(value) is AgentEvent:
+                        yield value
+                    else:
+                        for item in _expand(value):
+                            yield item
+            finally:
+                aclose = getattr(iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        elif isinstance(result, Iterable):
+            sync_iterator = iter(result)
+            run_sync = anyio.to_thread.run_sync
+            try:
+                while True:
+                    value = await run_sync(_next_or_done, sync_iterator)
+                    if value is _DONE:
+                        break
+                    if type(value) is str or type(value) is AgentEvent:
+                        yield value
+                    else:
+                        for item in _expand(value):
+                            yield item
+            finally:
+                close = getattr(sync_iterator, "close", None)
+                if close is not None:
+                    with anyio.CancelScope(shield=True):
+                        await run_sync(close)
+        else:
+            raise AgentOutputError(
+                f"agent returned an unsupported value of type {kind.__name__}; return str, dict,"
+                " AgentResponse, AgentEvent, a list of them, or a (sync or async) generator"
+            )
+
+
+def event_text(item: StreamItem) -> str | None:
+    """The text delta an item carries, if it is a TEXT item."""
+    if type(item) is str:
+        return item  # type: ignore[return-value]
+    if isinstance(item, AgentEvent) and item.event == EventType.TEXT:
+        return str(item.data.get("delta") or "")
+    return None

@@ -1,0 +1,49 @@
+"""Finding the agent for the module-level ``app``: ``AGENTRUN_AGENT=package.module:function``."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+ENV_VAR = "AGENTRUN_AGENT"
+
+
+class AgentLoadError(ImportError):
+    """The agent named by ``AGENTRUN_AGENT`` (or on the command line) cannot be loaded."""
+
+
+def load_agent(spec: str) -> Any:
+    """The object ``spec`` (``package.module:attribute``) names, or a clear error."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise AgentLoadError(f"{spec!r}: expected 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AgentLoadError(f"{spec!r}: cannot import module {module_name!r}: {exc}") from exc
+    target: Any = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise AgentLoadError(f"{spec!r}: module {module_name!r} has no {attr!r}") from None
+    if not callable(target):
+        raise AgentLoadError(f"{spec!r}: {attr!r} is a {type(target).__name__}, not a function")
+    return target
+
+
+def default_app() -> Any:
+    """The server behind ``agentrun_asgi:app``: the env-named agent, or the demo agent."""
+    from .protocols import OpenAIProtocolHandler
+    from .server import AgentRunServer
+
+    spec = os.environ.get(ENV_VAR)
+    if spec:
+        agent = load_agent(spec)
+    else:
+        from .demo import demo_agent
+
+        agent = demo_agent
+    protocols = [OpenAIProtocolHandler()]
+    return AgentRunServer(agent, protocols=protocols)

@@ -1,0 +1,94 @@
+"""Hand-written checks of parsed JSON, each failing with a 400 that names the offending field.
+
+Shared by the protocol parsers so that every protocol words its errors the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+import orjson
+
+from ..errors import ProtocolError
+
+
+def invalid(param: str, message: str, status: int = 400) -> NoReturn:
+    raise ProtocolError(status, message, param=param, code="invalid_value")
+
+
+def parse_object(body: bytes, content_type: bytes | None) -> dict[str, Any]:
+    """The body as a JSON object. Any content type is accepted if the body is JSON."""
+    if not body:
+        raise ProtocolError(400, "The request body is empty; send a JSON object.")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        hint = ""
+        if content_type is not None and b"json" not in content_type.lower():
+            hint = f" (Content-Type was {content_type.decode('latin-1')!r})"
+        raise ProtocolError(
+            400, f"The request body is not valid JSON{hint}: {exc}", code="invalid_json"
+        ) from None
+    if not isinstance(data, dict):
+        raise ProtocolError(
+            400,
+            f"The request body must be a JSON object, not {json_type(data)}.",
+            code="invalid_json",
+        )
+    return data
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def opt_str(data: dict[str, Any], key: str, param: str | None = None) -> str | None:
+    value = data.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    invalid(param or key, f"'{param or key}' must be a string, not {json_type(value)}.")
+
+
+def opt_bool(data: dict[str, Any], key: str, param: str | None = None) -> bool | None:
+    value = data.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    invalid(param or key, f"'{param or key}' must be a boolean, not {json_type(value)}.")
+
+
+def opt_number(data: dict[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    invalid(key, f"'{key}' must be a number, not {json_type(value)}.")
+
+
+def opt_int(data: dict[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    invalid(key, f"'{key}' must be an integer, not {json_type(value)}.")
+
+
+def opt_object(data: dict[str, Any], key: str, param: str | None = None) -> dict[str, Any] | None:
+    value = data.get(key)
+    if value is None or isinstance(value, dict):
+        return value
+    invalid(param or key, f"'{param or key}' must be an object, not {json_type(value)}.")
+
+
+def opt_list(data: dict[str, Any], key: str, param: str | None = None) -> list[Any] | None:
+    value = data.get(key)
+    if value is None or isinstance(value, list):
+        return value
+    invalid(param or key, f"'{param or key}' must be an array, not {json_type(value)}.")

@@ -1,0 +1,223 @@
+"""A lazy, read-only view of an ASGI HTTP request.
+
+Attribute names are the ones Starlette's ``Request`` made familiar (agents written for the
+AgentRun SDK read them from ``request.raw_request``); nothing is computed until asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl
+
+import orjson
+
+from .errors import ClientDisconnect, ProtocolError
+from .types import Receive, Scope
+
+DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
+
+
+def route_path(scope: Scope) -> str:
+    """The path relative to the mount point (ASGI spec: ``path`` includes ``root_path``)."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        rest = path[len(root_path) :]
+        if not rest or rest[0] == "/":
+            return rest or "/"
+    return path
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of one header, without building a mapping (hot path)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+class Address(NamedTuple):
+    host: str
+    port: int
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive, read-only headers; ``getlist`` returns every value of a repeated name."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
+
+    def __getitem__(self, key: str) -> str:
+        name = key.lower().encode("latin-1")
+        for k, v in self.raw:
+            if k.lower() == name:
+                return v.decode("latin-1")
+        raise KeyError(key)
+
+    def getlist(self, key: str) -> list[str]:
+        name = key.lower().encode("latin-1")
+        return [v.decode("latin-1") for k, v in self.raw if k.lower() == name]
+
+    def __iter__(self) -> Iterator[str]:
+        seen: set[str] = set()
+        for k, _ in self.raw:
+            name = k.decode("latin-1").lower()
+            if name not in seen:
+                seen.add(name)
+                yield name
+
+    def __len__(self) -> int:
+        return len({k.lower() for k, _ in self.raw})
+
+    def __repr__(self) -> str:
+        return f"Headers({[(k.decode('latin-1'), v.decode('latin-1')) for k, v in self.raw]!r})"
+
+
+class QueryParams(Mapping[str, str]):
+    """Query string parameters; the last value wins on ``[]``, ``getlist`` returns them all."""
+
+    __slots__ = ("_items", "_dict")
+
+    def __init__(self, query_string: bytes | str) -> None:
+        if isinstance(query_string, bytes):
+            query_string = query_string.decode("latin-1")
+        self._items = parse_qsl(query_string, keep_blank_values=True)
+        self._dict = dict(self._items)
+
+    def __getitem__(self, key: str) -> str:
+        return self._dict[key]
+
+    def getlist(self, key: str) -> list[str]:
+        return [v for k, v in self._items if k == key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict)
+
+    def __len__(self) -> int:
+        return len(self._dict)
+
+    def __repr__(self) -> str:
+        return f"QueryParams({self._items!r})"
+
+
+class URL:
+    """The request URL as the client addressed it; ``str()`` gives it whole."""
+
+    __slots__ = ("scheme", "netloc", "path", "query")
+
+    def __init__(self, scope: Scope) -> None:
+        self.scheme: str = scope.get("scheme", "http")
+        host = header(scope, b"host")
+        if host is not None:
+            self.netloc = host.decode("latin-1")
+        elif scope.get("server"):
+            server_host, port = scope["server"]
+            default = {"http": 80, "https": 443}.get(self.scheme)
+            self.netloc = server_host if port in (None, default) else f"{server_host}:{port}"
+        else:
+            self.netloc = ""
+        self.path: str = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
+        self.query: str = scope.get("query_string", b"").decode("latin-1")
+
+    def __str__(self) -> str:
+        url = f"{self.scheme}://{self.netloc}{self.path}"
+        return f"{url}?{self.query}" if self.query else url
+
+    def __repr__(self) -> str:
+        return f"URL({str(self)!r})"
+
+
+class Request:
+    """The request an endpoint serves: scope and receive, read lazily, body capped in size."""
+
+    __slots__ = ("scope", "receive", "max_body_size", "_body", "_headers", "_query_params")
+
+    def __init__(
+        self, scope: Scope, receive: Receive, max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    ) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.max_body_size = max_body_size
+        self._body: bytes | None = None
+        self._headers: Headers | None = None
+        self._query_params: QueryParams | None = None
+
+    @property
+    def method(self) -> str:
+        return self.scope["method"]  # type: ignore[no-any-return]
+
+    @property
+    def path(self) -> str:
+        return self.scope["path"]  # type: ignore[no-any-return]
+
+    @property
+    def url(self) -> URL:
+        return URL(self.scope)
+
+    @property
+    def headers(self) -> Headers:
+        if self._headers is None:
+            self._headers = Headers(self.scope["headers"])
+        return self._headers
+
+    @property
+    def query_params(self) -> QueryParams:
+        if self._query_params is None:
+            self._query_params = QueryParams(self.scope.get("query_string", b""))
+        return self._query_params
+
+    @property
+    def client(self) -> Address | None:
+        client = self.scope.get("client")
+        return Address(client[0], client[1]) if client else None
+
+    async def body(self) -> bytes:
+        """The whole body, refused with 413 past ``max_body_size`` before or while it is read."""
+        if self._body is not None:
+            return self._body
+        limit = self.max_body_size
+        declared = header(self.scope, b"content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                raise ProtocolError(400, "Invalid Content-Length header.") from None
+            if length > limit:
+                raise _too_large(limit)
+        receive = self.receive
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        body: bytes = message.get("body", b"")
+        if message.get("more_body", False):
+            # Chunked or split body: count while reading and stop at the limit.
+            chunks = [body]
+            size = len(body)
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+        elif len(body) > limit:
+            raise _too_large(limit)
+        self._body = body
+        return body
+
+    async def json(self) -> Any:
+        return orjson.loads(await self.body())
+
+
+def _too_large(limit: int) -> ProtocolError:
+    return ProtocolError(
+        413, f"Request body too large: the limit is {limit} bytes.", code="request_too_large"
+    )

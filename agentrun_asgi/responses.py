@@ -1,0 +1,49 @@
+"""Writing responses to ``send``: whole JSON bodies, and the head of an event stream.
+
+Header lists are byte pairs built once at import; a response only picks one and sends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .errors import ProtocolError
+from .types import RawHeaders, Send
+
+JSON_HEADERS: RawHeaders = [(b"content-type", b"application/json")]
+# Per the WHATWG SSE spec the type is text/event-stream; no-cache and X-Accel-Buffering stop
+# proxies (nginx) from holding frames back.
+SSE_HEADERS: RawHeaders = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+async def send_bytes(
+    send: Send, status: int, body: bytes, headers: RawHeaders, extra: RawHeaders | None = None
+) -> None:
+    """One whole response with a Content-Length."""
+    raw = [*headers, (b"content-length", str(len(body)).encode())]
+    if extra:
+        raw.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(
+    send: Send, status: int, content: Any, extra_headers: RawHeaders | None = None
+) -> None:
+    await send_bytes(send, status, orjson.dumps(content), JSON_HEADERS, extra_headers)
+
+
+async def send_error(send: Send, error: ProtocolError) -> None:
+    await send_json(send, error.status, error.body(), error.headers)
+
+
+async def start_event_stream(send: Send, extra_headers: RawHeaders | None = None) -> None:
+    """Open a 200 ``text/event-stream`` response; the body follows in chunks."""
+    headers = [*SSE_HEADERS, *extra_headers] if extra_headers else SSE_HEADERS
+    await send({"type": "http.response.start", "status": 200, "headers": headers})

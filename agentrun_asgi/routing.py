@@ -1,0 +1,130 @@
+"""A prefix tree over path segments, built once at construction and only read per request.
+
+Paths are split on ``/`` with empty segments dropped, so a trailing slash (or a doubled one)
+reaches the same route. A segment written ``{name}`` matches any one segment and is passed to the
+endpoint in ``scope["path_params"]``; a literal segment wins over a parameter at the same place.
+Two routes that would answer the same method on the same path raise at construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from .types import Endpoint
+
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One endpoint at ``path`` for ``methods``; ``name`` is for logs and route listings."""
+
+    path: str
+    endpoint: Endpoint
+    methods: Sequence[str] = ("POST",)
+    name: str = ""
+
+    def with_prefix(self, prefix: str) -> Route:
+        return Route(join_path(prefix, self.path), self.endpoint, self.methods, self.name)
+
+
+class RouteConflict(ValueError):
+    """Two routes answer the same method on the same path."""
+
+
+@dataclass(slots=True)
+class _Node:
+    children: dict[str, _Node] = field(default_factory=dict)
+    param: _Node | None = None
+    param_name: str = ""
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    routes: dict[str, Route] = field(default_factory=dict)
+    allow: bytes = b""
+    auto_head: bool = False
+
+
+#: A path that exists: its endpoints by method, its ``Allow`` value, and its path parameters.
+Match = tuple[dict[str, Endpoint], bytes, "dict[str, str] | None"]
+
+
+def join_path(prefix: str, path: str) -> str:
+    joined = "/".join(s for s in (*prefix.split("/"), *path.split("/")) if s)
+    return "/" + joined
+
+
+class Router:
+    __slots__ = ("_root", "routes")
+
+    def __init__(self, routes: Iterable[Route] = ()) -> None:
+        self._root = _Node()
+        self.routes: list[Route] = []
+        for route in routes:
+            self.add(route)
+
+    def add(self, route: Route) -> None:
+        node = self._root
+        for segment in _segments(route.path):
+            if segment.startswith("{") and segment.endswith("}"):
+                name = segment[1:-1]
+                if node.param is None:
+                    node.param = _Node()
+                    node.param_name = name
+                elif node.param_name != name:
+                    raise RouteConflict(
+                        f"{route.path}: parameter {{{name}}} clashes with "
+                        f"{{{node.param_name}}} at the same place in another route"
+                    )
+                node = node.param
+            else:
+                node = node.children.setdefault(segment, _Node())
+        explicit = [m.upper() for m in route.methods]
+        for method in explicit:
+            other = node.routes.get(method)
+            if other is not None and not (method == "HEAD" and node.auto_head):
+                raise RouteConflict(
+                    f"{method} {route.path} is claimed twice: by {other.name or other.endpoint!r}"
+                    f" and by {route.name or route.endpoint!r}"
+                )
+            node.routes[method] = route
+            node.endpoints[method] = route.endpoint
+            if method == "HEAD":
+                node.auto_head = False
+        if "GET" in explicit and "HEAD" not in node.routes:
+            # RFC 9110 9.3.2: HEAD is GET without the body; the ASGI server drops the body.
+            node.routes["HEAD"] = route
+            node.endpoints["HEAD"] = route.endpoint
+            node.auto_head = True
+        node.allow = ", ".join(sorted(node.endpoints, key=_method_rank)).encode()
+        self.routes.append(route)
+
+    def match(self, path: str) -> Match | None:
+        """The endpoints at ``path``, or None when no route has that path (404)."""
+        node = self._root
+        params: dict[str, str] | None = None
+        for segment in path.split("/"):
+            if not segment:
+                continue
+            child = node.children.get(segment)
+            if child is None:
+                if node.param is None:
+                    return None
+                if params is None:
+                    params = {}
+                params[node.param_name] = segment
+                child = node.param
+            node = child
+        if not node.endpoints:
+            return None
+        return node.endpoints, node.allow, params
+
+
+def _segments(path: str) -> list[str]:
+    return [s for s in path.split("/") if s]
+
+
+def _method_rank(method: str) -> tuple[int, str]:
+    try:
+        return (_METHOD_ORDER.index(method), method)
+    except ValueError:
+        return (len(_METHOD_ORDER), method)

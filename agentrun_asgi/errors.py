@@ -10,7 +10,7 @@ class ProtocolError(Exception):
     as ``{"error": {"message", "type", "param", "code"}}`` with ``status``.
     """
 
-    __slots__ = ("status", "message", "type", "param", "code", "headers")
+    __slots__ = ("code", "headers", "message", "param", "status", "type")
 
     def __init__(
         self,

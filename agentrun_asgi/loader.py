@@ -22,6 +22,11 @@ def load_agent(spec: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise AgentLoadError(f"{spec!r}: cannot import module {module_name!r}: {exc}") from exc
+    except Exception as exc:
+        # Code at the module's top level failed (a syntax error, a missing setting...).
+        raise AgentLoadError(
+            f"{spec!r}: importing module {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     target: Any = module
     for part in attr.split("."):
         try:
@@ -34,16 +39,20 @@ def load_agent(spec: str) -> Any:
 
 
 def default_app() -> Any:
-    """The server behind ``agentrun_asgi:app``: the env-named agent, or the demo agent."""
-    from .protocols import OpenAIProtocolHandler
+    """The server behind ``agentrun_asgi:app``: the env-named agent (or server), else the demo."""
+    from .protocols import AGUIProtocolHandler, OpenAIProtocolHandler
     from .server import AgentRunServer
 
     spec = os.environ.get(ENV_VAR)
     if spec:
         agent = load_agent(spec)
+        if isinstance(agent, AgentRunServer):
+            # ``module:server`` names a configured server (it is callable too): serve it as is
+            # rather than calling it as an agent on the first request.
+            return agent
     else:
         from .demo import demo_agent
 
         agent = demo_agent
-    protocols = [OpenAIProtocolHandler()]
+    protocols = [OpenAIProtocolHandler(), AGUIProtocolHandler()]
     return AgentRunServer(agent, protocols=protocols)

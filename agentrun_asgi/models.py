@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 if TYPE_CHECKING:
     from .requests import Request
 
@@ -107,11 +109,13 @@ class Message:
             return ""
         if isinstance(content, str):
             return content
-        return "".join(
-            part.get("text", "")
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
+        texts = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text":
+                text = part.get("text")
+                if isinstance(text, str):
+                    texts.append(text)
+        return "".join(texts)
 
 
 @dataclass(slots=True)
@@ -159,7 +163,7 @@ class AgentResponse:
 
     content: str | None = None
     reasoning_content: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[ToolCall] | list[dict[str, Any]] | None = None
     usage: dict[str, int] | None = None
     finish_reason: str | None = None
     events: list[AgentEvent] | None = None
@@ -172,11 +176,7 @@ class AgentResponse:
         if self.content:
             out.append(AgentEvent(EventType.TEXT, {"delta": self.content}))
         for call in self.tool_calls or ():
-            out.append(
-                AgentEvent(
-                    EventType.TOOL_CALL, {"id": call.id, "name": call.name, "args": call.arguments}
-                )
-            )
+            out.append(AgentEvent(EventType.TOOL_CALL, _tool_call_data(call)))
         if self.usage is not None or self.finish_reason is not None:
             # Run-level facts ride on an empty TEXT delta, which every encoder skips as text.
             tail: dict[str, Any] = {"delta": ""}
@@ -186,3 +186,29 @@ class AgentResponse:
                 tail["finish_reason"] = self.finish_reason
             out.append(AgentEvent(EventType.TEXT, tail))
         return out
+
+
+def _tool_call_data(call: ToolCall | dict[str, Any]) -> dict[str, Any]:
+    """TOOL_CALL data for a ``ToolCall``, or for a dict an agent returned instead.
+
+    A dict may be flat (``{id, name, arguments}``) or OpenAI's ``{id, type, function: {name,
+    arguments}}``; arguments that are not a string are JSON-encoded, as they are on the wire.
+    """
+    call_id: Any
+    name: Any
+    args: Any
+    if isinstance(call, ToolCall):
+        call_id, name, args = call.id, call.name, call.arguments
+    elif isinstance(call, dict):
+        function = call.get("function")
+        spec = function if isinstance(function, dict) else call
+        call_id = call.get("id")
+        name = spec.get("name")
+        args = spec.get("arguments", spec.get("args", ""))
+    else:
+        raise TypeError(
+            f"AgentResponse.tool_calls items must be ToolCall or dict, not {type(call).__name__}"
+        )
+    if not isinstance(args, str):
+        args = orjson.dumps(args).decode()
+    return {"id": call_id, "name": name, "args": args}

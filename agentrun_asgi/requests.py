@@ -79,7 +79,7 @@ class Headers(Mapping[str, str]):
 class QueryParams(Mapping[str, str]):
     """Query string parameters; the last value wins on ``[]``, ``getlist`` returns them all."""
 
-    __slots__ = ("_items", "_dict")
+    __slots__ = ("_dict", "_items")
 
     def __init__(self, query_string: bytes | str) -> None:
         if isinstance(query_string, bytes):
@@ -106,7 +106,7 @@ class QueryParams(Mapping[str, str]):
 class URL:
     """The request URL as the client addressed it; ``str()`` gives it whole."""
 
-    __slots__ = ("scheme", "netloc", "path", "query")
+    __slots__ = ("netloc", "path", "query", "scheme")
 
     def __init__(self, scope: Scope) -> None:
         self.scheme: str = scope.get("scheme", "http")
@@ -133,7 +133,7 @@ class URL:
 class Request:
     """The request an endpoint serves: scope and receive, read lazily, body capped in size."""
 
-    __slots__ = ("scope", "receive", "max_body_size", "_body", "_headers", "_query_params")
+    __slots__ = ("_body", "_headers", "_query_params", "max_body_size", "receive", "scope")
 
     def __init__(
         self, scope: Scope, receive: Receive, max_body_size: int = DEFAULT_MAX_BODY_SIZE

@@ -2,7 +2,8 @@
 
 Paths are split on ``/`` with empty segments dropped, so a trailing slash (or a doubled one)
 reaches the same route. A segment written ``{name}`` matches any one segment and is passed to the
-endpoint in ``scope["path_params"]``; a literal segment wins over a parameter at the same place.
+endpoint in ``scope["path_params"]``; a literal segment wins over a parameter at the same place,
+and the parameter is tried when the literal branch leads nowhere.
 Two routes that would answer the same method on the same path raise at construction.
 """
 
@@ -102,21 +103,50 @@ class Router:
         """The endpoints at ``path``, or None when no route has that path (404)."""
         node = self._root
         params: dict[str, str] | None = None
+        passed_param = False
         for segment in path.split("/"):
             if not segment:
                 continue
             child = node.children.get(segment)
             if child is None:
                 if node.param is None:
-                    return None
+                    return self._match_backtracking(path) if passed_param else None
                 if params is None:
                     params = {}
                 params[node.param_name] = segment
                 child = node.param
+            elif node.param is not None:
+                passed_param = True
             node = child
         if not node.endpoints:
-            return None
+            return self._match_backtracking(path) if passed_param else None
         return node.endpoints, node.allow, params
+
+    def _match_backtracking(self, path: str) -> Match | None:
+        """The slow path, taken only when a literal segment led to a dead end while a parameter
+        at the same place might still match (``/a/b`` and ``/a/{x}/c`` for ``/a/b/c``)."""
+        found = _search(self._root, _segments(path), 0)
+        if found is None:
+            return None
+        node, params = found
+        return node.endpoints, node.allow, params or None
+
+
+def _search(node: _Node, segments: list[str], i: int) -> tuple[_Node, dict[str, str]] | None:
+    if i == len(segments):
+        return (node, {}) if node.endpoints else None
+    segment = segments[i]
+    child = node.children.get(segment)
+    if child is not None:
+        found = _search(child, segments, i + 1)
+        if found is not None:
+            return found
+    if node.param is not None:
+        found = _search(node.param, segments, i + 1)
+        if found is not None:
+            found[1][node.param_name] = segment
+            return found
+    return None
 
 
 def _segments(path: str) -> list[str]:

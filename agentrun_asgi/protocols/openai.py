@@ -17,7 +17,7 @@ import orjson
 from ..errors import ProtocolError
 from ..models import AgentEvent, AgentRequest, EventType, Message, MessageRole, Tool, ToolCall
 from ..requests import Request, header
-from ..responses import send_bytes, send_error, JSON_HEADERS
+from ..responses import JSON_HEADERS, send_bytes, send_error
 from ..routing import Route
 from ..streaming import error_message, run_stream
 from ..types import Send
@@ -87,11 +87,13 @@ def _parse_message(raw: Any, i: int) -> Message:
     where = f"messages[{i}]"
     if not isinstance(raw, dict):
         invalid(where, f"'{where}' must be an object, not {json_type(raw)}.")
-    role = _ROLES.get(raw.get("role"))  # type: ignore[arg-type]
+    raw_role = raw.get("role")
+    role = _ROLES.get(raw_role) if isinstance(raw_role, str) else None
     if role is None:
         invalid(
             f"{where}.role",
-            f"'{where}.role' must be one of {_ROLE_NAMES}; got {orjson.dumps(raw.get('role')).decode()}.",
+            f"'{where}.role' must be one of {_ROLE_NAMES}; "
+            f"got {orjson.dumps(raw_role).decode()}.",
         )
     content = raw.get("content")
     if isinstance(content, list):
@@ -100,6 +102,12 @@ def _parse_message(raw: Any, i: int) -> Message:
                 invalid(
                     f"{where}.content[{j}]",
                     f"'{where}.content[{j}]' must be an object with a string 'type'.",
+                )
+            if part["type"] == "text" and not isinstance(part.get("text"), str):
+                invalid(
+                    f"{where}.content[{j}].text",
+                    f"'{where}.content[{j}].text' must be a string, "
+                    f"not {json_type(part.get('text'))}.",
                 )
     elif content is not None and not isinstance(content, str):
         invalid(
@@ -190,8 +198,15 @@ class ChatStreamEncoder:
     """
 
     __slots__ = (
-        "_open", "_close", "_head", "_first", "_tools", "_include_usage", "usage",
-        "finish_reason", "done",
+        "_close",
+        "_first",
+        "_head",
+        "_include_usage",
+        "_open",
+        "_tools",
+        "done",
+        "finish_reason",
+        "usage",
     )  # fmt: skip
 
     def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
@@ -201,8 +216,9 @@ class ChatStreamEncoder:
         )[:-1]  # fmt: skip
         self._head = b"data: " + head
         self._open = self._head + b',"choices":[{"index":0,"delta":'
-        # With include_usage every chunk carries "usage":null (OpenAI API reference, stream_options).
-        self._close = b',"finish_reason":null}]' + (b',"usage":null' if include_usage else b"") + b"}\n\n"
+        # With include_usage every chunk carries "usage":null (API reference, stream_options).
+        usage_null = b',"usage":null' if include_usage else b""
+        self._close = b',"finish_reason":null}]' + usage_null + b"}\n\n"
         # The first delta carries the role along with its content: no role-only chunk.
         self._first = True
         self._tools: dict[str, int] = {}
@@ -305,7 +321,7 @@ class ChatStreamEncoder:
 class ChatCompletionCollector:
     """Gathers a whole stream into one ``chat.completion`` object (non-stream responses)."""
 
-    __slots__ = ("content", "reasoning", "tool_calls", "usage", "finish_reason", "error")
+    __slots__ = ("content", "error", "finish_reason", "reasoning", "tool_calls", "usage")
 
     def __init__(self) -> None:
         self.content: list[str] = []
@@ -376,7 +392,9 @@ class OpenAIProtocolHandler(ProtocolHandler):
 
     name = "openai"
 
-    def __init__(self, models: Sequence[str] = (DEFAULT_MODEL,), owned_by: str = "agentrun") -> None:
+    def __init__(
+        self, models: Sequence[str] = (DEFAULT_MODEL,), owned_by: str = "agentrun"
+    ) -> None:
         created = int(time.time())
         self._models_body = _dumps(
             {"object": "list",

@@ -1,0 +1,165 @@
+"""A user-written protocol next to OpenAI, and every shipped example driven by a real uvicorn."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+USER = [{"role": "user", "content": "hi"}]
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` as a module (examples are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def oai(base_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=10)
+
+
+def sse_data(text: str) -> list[Any]:
+    frames = [f for f in text.split("\n\n") if f]
+    assert all(f.startswith("data: ") for f in frames), frames
+    return [json.loads(f[len("data: "):]) if f != "data: [DONE]" else "[DONE]" for f in frames]
+
+
+# -- examples/custom_protocol.py ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def custom() -> ModuleType:
+    return load_example("custom_protocol")
+
+
+def test_custom_routes_next_to_openai(custom: ModuleType) -> None:
+    paths = {route.path for route in custom.server.routes}
+    assert {"/custom/invoke", "/custom/stream", "/v1/chat/completions", "/v1/models"} <= paths
+
+
+def test_custom_json_route(serve: Any, custom: ModuleType) -> None:
+    with serve(custom.server) as base:
+        r = httpx.post(base + "/custom/invoke", json={"input": "hello there"})
+        bad = httpx.post(base + "/custom/invoke", json={"input": 5})
+        not_json = httpx.post(base + "/custom/invoke", content=b"{oops")
+        wrong_method = httpx.get(base + "/custom/invoke")
+    assert r.status_code == 200
+    assert r.json() == {"output": "Echo (custom): hello there ", "events": 4}
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "input"
+    assert not_json.status_code == 400
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+
+
+def test_custom_sse_route(serve: Any, custom: ModuleType) -> None:
+    with serve(custom.server) as base:
+        with httpx.stream("POST", base + "/custom/stream", json={"input": "yo"}) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            body = r.read().decode()
+    events = sse_data(body)
+    assert events[-1] == {"done": True}
+    assert "".join(e["text"] for e in events[:-1]) == "Echo (custom): yo "
+
+
+def test_custom_sse_route_agent_error(serve: Any, custom: ModuleType) -> None:
+    def broken(request: Any) -> str:
+        raise ValueError("custom failure")
+
+    from agentrun_asgi import AgentRunServer
+
+    server = AgentRunServer(broken, protocols=[custom.CustomProtocolHandler()])
+    with serve(server) as base:
+        r = httpx.post(base + "/custom/stream", json={"input": "x"})
+        still_up = httpx.post(base + "/custom/invoke", json={"input": "x"})
+    assert sse_data(r.text) == [{"error": "custom failure"}]
+    assert still_up.status_code == 500
+    assert still_up.json()["error"]["message"] == "custom failure"
+
+
+def test_same_agent_over_openai(serve: Any, custom: ModuleType) -> None:
+    with serve(custom.server) as base:
+        completion = oai(base + "/v1").chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
+    assert completion.choices[0].message.content == "Echo (openai): hi "
+
+
+# -- the other examples -------------------------------------------------------------------------
+
+
+def test_minimal_example(serve: Any) -> None:
+    minimal = load_example("minimal")
+    with serve(minimal.server) as base:
+        client = oai(base + "/v1")
+        whole = client.chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
+        streamed = "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(model="m", messages=USER, stream=True)  # type: ignore[arg-type]
+        )
+    assert whole.choices[0].message.content == "You said: hi"
+    assert streamed == "You said: hi"
+
+
+def test_streaming_example(serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    streaming = load_example("streaming")
+    monkeypatch.setattr(streaming, "DELAY", 0)
+    with serve(streaming.server) as base:
+        client = oai(base + "/v1")
+        chunks = list(client.chat.completions.create(
+            model="m", messages=USER, stream=True,  # type: ignore[arg-type]
+            stream_options={"include_usage": True},
+        ))
+        with client.chat.completions.stream(model="m", messages=USER) as stream:  # type: ignore[arg-type]
+            final = stream.get_final_completion()
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas)
+    assert "".join(d.content or "" for d in deltas) == "It is sunny in Paris today. "
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 21
+    message = final.choices[0].message
+    assert message.tool_calls and message.tool_calls[0].function.name == "get_weather"
+    assert json.loads(message.tool_calls[0].function.arguments) == {"city": "Paris"}
+    assert final.choices[0].finish_reason == "tool_calls"
+
+
+def test_prefix_overrides_example(serve: Any) -> None:
+    module = load_example("prefix_overrides")
+    with serve(module.server) as base:
+        completion = oai(base + "/api/v1").chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
+        old = httpx.post(base + "/v1/chat/completions", json={"messages": USER})
+    assert completion.choices[0].message.content == "Served from /api/v1."
+    assert old.status_code == 404
+
+
+def test_fastapi_mount_example(serve: Any) -> None:
+    module = load_example("fastapi_mount")
+    with serve(module.app) as base:
+        client = openai.OpenAI(base_url=base + "/agent/v1", api_key="x", max_retries=0,
+                               timeout=10, default_headers={"x-tenant": "acme"})
+        text = "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(model="m", messages=USER, stream=True)  # type: ignore[arg-type]
+        )
+        status = httpx.get(base + "/status").json()
+    assert text == "Hello from the mounted agent, acme."
+    assert status["agent"] == "/agent/v1"
+
+
+def test_examples_start_only_under_main() -> None:
+    """Importing an example must not start a server (tests and ASGI servers import them)."""
+    for name in ("minimal", "streaming", "custom_protocol", "prefix_overrides", "fastapi_mount"):
+        source = (EXAMPLES / f"{name}.py").read_text()
+        assert 'if __name__ == "__main__":' in source, name
+        head = source.split('if __name__ == "__main__":')[0]
+        assert ".start(" not in head and "uvicorn.run(" not in head, name
+    assert "server.start(port=9000)" in (EXAMPLES / "minimal.py").read_text()

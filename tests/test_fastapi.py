@@ -1,0 +1,147 @@
+"""The FastAPI shim under a real uvicorn: mounted, behind root_path, and the request view."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import openai
+from fastapi import FastAPI
+
+from agentrun_asgi import AgentEvent, AgentRequest, AgentRunServer, EventType
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+async def _agent(request: AgentRequest) -> AsyncIterator[str | AgentEvent]:
+    yield AgentEvent(EventType.REASONING, {"delta": "r"})
+    yield "mounted "
+    yield "answer"
+
+
+def test_mounted_under_fastapi_with_openai_client(serve: Any) -> None:
+    started: list[str] = []
+    server = AgentRunServer(_agent, on_startup=[lambda: started.append("up")])
+    app = FastAPI()
+
+    @app.get("/own")
+    def own() -> dict[str, str]:
+        return {"app": "host"}
+
+    sub = server.as_fastapi_app()
+    app.mount("/agent", sub)
+    with serve(app) as base:
+        oai = openai.OpenAI(base_url=base + "/agent/v1", api_key="x", max_retries=0, timeout=10)
+        whole = oai.chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
+        chunks = list(oai.chat.completions.create(
+            model="m", messages=USER, stream=True  # type: ignore[arg-type]
+        ))
+        models = [m.id for m in oai.models.list()]
+        health = httpx.get(base + "/agent/health")
+        own_route = httpx.get(base + "/own")
+        missing = httpx.get(base + "/agent/v2/models")
+        unmounted = httpx.get(base + "/v1/models")
+    assert whole.choices[0].message.content == "mounted answer"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "mounted answer"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert models == ["agentrun"]
+    assert health.json() == {"status": "ok"}
+    assert own_route.json() == {"app": "host"}
+    # Misses under the mount are answered by the server itself, in the OpenAI error shape.
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert unmounted.status_code == 404
+
+
+def test_as_fastapi_app_runs_lifespan_hooks(serve: Any) -> None:
+    log: list[str] = []
+    server = AgentRunServer(_agent, on_startup=[lambda: log.append("start")],
+                            on_shutdown=[lambda: log.append("stop")])
+    with serve(server.as_fastapi_app(), lifespan="on") as base:
+        assert log == ["start"]
+        r = httpx.post(base + "/v1/chat/completions", json={"messages": USER, "stream": True})
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert r.text.endswith("data: [DONE]\n\n")
+    assert log == ["start", "stop"]
+
+
+def test_uvicorn_root_path(serve: Any) -> None:
+    """Behind a proxy that strips ``/prefix``: uvicorn's root_path, both bare and via FastAPI."""
+    seen: list[tuple[str, str]] = []
+
+    def agent(request: AgentRequest) -> str:
+        raw = request.raw_request
+        assert raw is not None
+        seen.append((raw.path, raw.scope.get("root_path", "")))
+        return "behind proxy"
+
+    body = {"messages": USER}
+    server = AgentRunServer(agent)
+    for app in (server, server.as_fastapi_app()):
+        with serve(app, root_path="/prefix") as base:
+            r = httpx.post(base + "/v1/chat/completions", json=body)
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["message"]["content"] == "behind proxy"
+            assert httpx.get(base + "/v1/models").status_code == 200
+            oai = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=10)
+            stream = oai.chat.completions.create(model="m", messages=USER, stream=True)  # type: ignore[arg-type]
+            assert "".join(c.choices[0].delta.content or "" for c in stream) == "behind proxy"
+    assert seen[0] == ("/prefix/v1/chat/completions", "/prefix")
+
+
+def test_request_view_inside_agent(serve: Any) -> None:
+    seen: dict[str, Any] = {}
+
+    async def agent(request: AgentRequest) -> str:
+        raw = request.raw_request
+        assert raw is not None
+        seen["method"] = raw.method
+        seen["url.path"] = raw.url.path
+        seen["url.query"] = raw.url.query
+        seen["url"] = str(raw.url)
+        seen["x-custom"] = raw.headers["X-Custom-Header"]
+        seen["x-custom lower"] = raw.headers.get("x-custom-header")
+        seen["multi"] = raw.headers.getlist("x-multi")
+        seen["missing header"] = raw.headers.get("x-absent")
+        seen["in headers"] = "CONTENT-TYPE" in raw.headers and "content-type" in raw.headers
+        seen["query"] = dict(raw.query_params)
+        seen["query list"] = raw.query_params.getlist("tag")
+        seen["client"] = (raw.client.host, type(raw.client.port)) if raw.client else None
+        seen["body"] = await raw.body()
+        seen["json"] = await raw.json()
+        seen["path"] = raw.path
+        seen["scope type"] = raw.scope["type"]
+        return "ok"
+
+    app = FastAPI()
+    app.mount("/agent", AgentRunServer(agent).as_fastapi_app())
+    payload = {"messages": USER, "extra": "é"}
+    with serve(app) as base:
+        r = httpx.post(
+            base + "/agent/v1/chat/completions?tag=a&tag=b&q=1",
+            content=json.dumps(payload).encode(),
+            headers=[("content-type", "application/json"), ("X-Custom-Header", "v1"),
+                     ("x-multi", "1"), ("x-multi", "2")],
+        )
+    assert r.status_code == 200, r.text
+    host_port = base.removeprefix("http://")
+    assert seen == {
+        "method": "POST",
+        "url.path": "/agent/v1/chat/completions",
+        "url.query": "tag=a&tag=b&q=1",
+        "url": f"http://{host_port}/agent/v1/chat/completions?tag=a&tag=b&q=1",
+        "x-custom": "v1",
+        "x-custom lower": "v1",
+        "multi": ["1", "2"],
+        "missing header": None,
+        "in headers": True,
+        "query": {"tag": "b", "q": "1"},
+        "query list": ["a", "b"],
+        "client": ("127.0.0.1", int),
+        "body": json.dumps(payload).encode(),
+        "json": payload,
+        "path": "/agent/v1/chat/completions",
+        "scope type": "http",
+    }

@@ -1,0 +1,417 @@
+"""Every shape an agent may return or yield, normalised into one stream, sync and async."""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from agentrun_asgi import (
+    AgentEvent,
+    AgentRequest,
+    AgentResponse,
+    AgentRunServer,
+    EventType,
+    Invoker,
+    ToolCall,
+)
+from agentrun_asgi.invoker import AgentOutputError
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def collect(func: Any) -> list[Any]:
+    return [item async for item in Invoker(func).stream(AgentRequest())]
+
+
+def texts(items: list[Any]) -> str:
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(item)
+        elif item.event == EventType.TEXT:
+            out.append(item.data.get("delta") or "")
+    return "".join(out)
+
+
+# -- direct, on Invoker.stream() --------------------------------------------------------------
+
+EV = AgentEvent(EventType.REASONING, {"delta": "r"})
+
+
+def ret_str(request: AgentRequest) -> str:
+    return "s"
+
+
+async def ret_str_async(request: AgentRequest) -> str:
+    return "s"
+
+
+def ret_event(request: AgentRequest) -> AgentEvent:
+    return EV
+
+
+async def ret_event_async(request: AgentRequest) -> AgentEvent:
+    return EV
+
+
+def ret_list(request: AgentRequest) -> list[Any]:
+    return ["a", None, EV, "b"]
+
+
+async def ret_list_async(request: AgentRequest) -> list[Any]:
+    return ["a", None, EV, "b"]
+
+
+def gen_sync(request: AgentRequest) -> Iterator[Any]:
+    yield "a"
+    yield None
+    yield EV
+    yield "b"
+
+
+async def gen_async(request: AgentRequest) -> AsyncIterator[Any]:
+    yield "a"
+    yield None
+    yield EV
+    yield "b"
+
+
+def returns_generator(request: AgentRequest) -> Iterator[Any]:
+    return gen_sync(request)
+
+
+async def returns_async_generator(request: AgentRequest) -> AsyncIterator[Any]:
+    return gen_async(request)
+
+
+class AsyncCallable:
+    async def __call__(self, request: AgentRequest) -> str:
+        return "s"
+
+
+class AsyncGenCallable:
+    async def __call__(self, request: AgentRequest) -> AsyncIterator[Any]:
+        yield "a"
+        yield None
+        yield EV
+        yield "b"
+
+
+class SyncCallable:
+    def __call__(self, request: AgentRequest) -> str:
+        return "s"
+
+
+def _prefixed(prefix: str, request: AgentRequest) -> str:
+    return prefix + "s"
+
+
+async def _prefixed_async(prefix: str, request: AgentRequest) -> str:
+    return prefix + "s"
+
+
+async def _prefixed_agen(prefix: str, request: AgentRequest) -> AsyncIterator[str]:
+    yield prefix
+    yield "s"
+
+
+SEQUENCE = ["a", EV, "b"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "func, expected",
+    [
+        (ret_str, ["s"]),
+        (ret_str_async, ["s"]),
+        (ret_event, [EV]),
+        (ret_event_async, [EV]),
+        (ret_list, SEQUENCE),
+        (ret_list_async, SEQUENCE),
+        (gen_sync, SEQUENCE),
+        (gen_async, SEQUENCE),
+        (returns_generator, SEQUENCE),
+        (returns_async_generator, SEQUENCE),
+        (AsyncCallable(), ["s"]),
+        (AsyncGenCallable(), SEQUENCE),
+        (SyncCallable(), ["s"]),
+        (functools.partial(_prefixed, "p-"), ["p-s"]),
+        (functools.partial(_prefixed_async, "p-"), ["p-s"]),
+        (functools.partial(_prefixed_agen, "p-"), ["p-", "s"]),
+        (lambda r: None, []),
+        (lambda r: (x for x in ("g", "h")), ["g", "h"]),
+        (lambda r: ("t1", "t2"), ["t1", "t2"]),
+    ],
+    ids=lambda v: getattr(v, "__name__", type(v).__name__) if callable(v) else "",
+)
+async def test_return_shapes(func: Any, expected: list[Any]) -> None:
+    assert await collect(func) == expected
+
+
+@pytest.mark.anyio
+async def test_agent_response_becomes_events() -> None:
+    usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    response = AgentResponse(
+        content="hello",
+        reasoning_content="why",
+        tool_calls=[ToolCall("c1", "f", '{"a":1}')],
+        usage=usage,
+    )
+    items = await collect(lambda r: response)
+    kinds = [(i.event, i.data) for i in items]
+    assert kinds == [
+        (EventType.REASONING, {"delta": "why"}),
+        (EventType.TEXT, {"delta": "hello"}),
+        (EventType.TOOL_CALL, {"id": "c1", "name": "f", "args": '{"a":1}'}),
+        (EventType.TEXT, {"delta": "", "usage": usage}),
+    ]
+
+
+@pytest.mark.anyio
+async def test_dict_is_agent_response_fields() -> None:
+    items = await collect(lambda r: {"content": "c", "reasoning_content": "r"})
+    assert [(i.event, i.data) for i in items] == [
+        (EventType.REASONING, {"delta": "r"}), (EventType.TEXT, {"delta": "c"})
+    ]
+
+
+@pytest.mark.anyio
+async def test_dict_tool_calls_as_dicts() -> None:
+    """Tool calls in a returned dict may be plain dicts, flat or in OpenAI's nested shape."""
+    value = {"tool_calls": [
+        {"id": "c1", "name": "f", "arguments": '{"a":1}'},
+        {"id": "c2", "type": "function", "function": {"name": "g", "arguments": {"b": 2}}},
+    ]}  # fmt: skip
+    items = await collect(lambda r: value)
+    assert [(i.event, i.data) for i in items] == [
+        (EventType.TOOL_CALL, {"id": "c1", "name": "f", "args": '{"a":1}'}),
+        (EventType.TOOL_CALL, {"id": "c2", "name": "g", "args": '{"b":2}'}),
+    ]
+
+
+@pytest.mark.anyio
+async def test_dict_with_unknown_keys_is_a_clear_error() -> None:
+    with pytest.raises(AgentOutputError, match=r"unknown keys.*'text'"):
+        await collect(lambda r: {"text": "oops"})
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("value", [42, 4.5, object(), b"bytes"])
+async def test_unsupported_return_is_a_clear_error(value: Any) -> None:
+    with pytest.raises(AgentOutputError, match="unsupported value of type"):
+        await collect(lambda r: value)
+
+
+@pytest.mark.anyio
+async def test_unsupported_yield_is_a_clear_error() -> None:
+    async def agent(request: AgentRequest) -> AsyncIterator[Any]:
+        yield "ok"
+        yield 42
+
+    with pytest.raises(AgentOutputError, match="type int"):
+        await collect(agent)
+
+
+@pytest.mark.anyio
+async def test_sync_work_runs_off_the_event_loop_thread() -> None:
+    loop_thread = threading.current_thread()
+    seen: list[threading.Thread] = []
+
+    def func(request: AgentRequest) -> str:
+        seen.append(threading.current_thread())
+        return "x"
+
+    def gen(request: AgentRequest) -> Iterator[str]:
+        seen.append(threading.current_thread())
+        yield "a"
+        seen.append(threading.current_thread())
+        yield "b"
+
+    class Obj:
+        def __call__(self, request: AgentRequest) -> str:
+            seen.append(threading.current_thread())
+            return "y"
+
+    def partial_target(tag: str, request: AgentRequest) -> str:
+        seen.append(threading.current_thread())
+        return tag
+
+    for agent in (func, gen, Obj(), functools.partial(partial_target, "z")):
+        await collect(agent)
+    assert len(seen) == 5
+    assert all(t is not loop_thread for t in seen)
+
+
+@pytest.mark.anyio
+async def test_sync_generator_closed_on_aclose() -> None:
+    finalized = threading.Event()
+
+    def gen(request: AgentRequest) -> Iterator[str]:
+        try:
+            while True:
+                yield "x"
+        finally:
+            finalized.set()
+
+    stream = Invoker(gen).stream(AgentRequest())
+    assert await stream.__anext__() == "x"
+    await stream.aclose()
+    assert finalized.is_set()
+
+
+@pytest.mark.anyio
+async def test_async_generator_closed_on_aclose() -> None:
+    finalized: list[bool] = []
+
+    async def gen(request: AgentRequest) -> AsyncIterator[str]:
+        try:
+            while True:
+                yield "x"
+        finally:
+            finalized.append(True)
+
+    stream = Invoker(gen).stream(AgentRequest())
+    assert await stream.__anext__() == "x"
+    await stream.aclose()
+    assert finalized == [True]
+
+
+def test_not_callable_rejected() -> None:
+    with pytest.raises(TypeError, match="callable"):
+        Invoker("not a function")  # type: ignore[arg-type]
+
+
+# -- through the real server -------------------------------------------------------------------
+
+
+def _server_agent(request: AgentRequest) -> Any:
+    mode = request.messages[-1].text
+    shapes: dict[str, Any] = {
+        "str": "plain",
+        "dict": {"content": "from dict", "reasoning_content": "dr"},
+        "response": AgentResponse(content="resp", reasoning_content="rr",
+                                  tool_calls=[ToolCall("c9", "tool", '{"q":1}')],
+                                  usage={"prompt_tokens": 1, "completion_tokens": 1,
+                                         "total_tokens": 2}),
+        "event": AgentEvent(EventType.TEXT, {"delta": "evt"}),
+        "list": ["l1", None, AgentEvent(EventType.TEXT, {"delta": "l2"})],
+        "gen": (x for x in ("g1", None, "g2")),
+        "int": 7,
+        "bad_yield": (x for x in ("ok", 3.14)),
+        "thread": threading.current_thread().name,
+    }
+    return shapes[mode]
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    from conftest import run_server
+
+    with run_server(AgentRunServer(_server_agent)) as url:
+        yield url
+
+
+def post(base_url: str, mode: str, stream: bool = False) -> httpx.Response:
+    body = {"messages": [{"role": "user", "content": mode}], "stream": stream}
+    return httpx.post(base_url + "/v1/chat/completions", json=body, timeout=10)
+
+
+def sse_chunks(response: httpx.Response) -> list[Any]:
+    frames = [f[len("data: "):] for f in response.text.split("\n\n") if f]
+    return [f if f == "[DONE]" else json.loads(f) for f in frames]
+
+
+@pytest.mark.parametrize(
+    "mode, content, reasoning",
+    [
+        ("str", "plain", None),
+        ("dict", "from dict", "dr"),
+        ("response", "resp", "rr"),
+        ("event", "evt", None),
+        ("list", "l1l2", None),
+        ("gen", "g1g2", None),
+    ],
+)
+def test_shapes_through_server(base_url: str, mode: str, content: str, reasoning: str) -> None:
+    whole = post(base_url, mode)
+    assert whole.status_code == 200, whole.text
+    message = whole.json()["choices"][0]["message"]
+    assert message["content"] == content
+    assert message.get("reasoning_content") == reasoning
+
+    streamed = sse_chunks(post(base_url, mode, stream=True))
+    assert streamed[-1] == "[DONE]"
+    deltas = [c["choices"][0]["delta"] for c in streamed[:-1]]
+    assert "".join(d.get("content", "") for d in deltas) == content
+    if reasoning:
+        assert "".join(d.get("reasoning_content", "") for d in deltas) == reasoning
+
+
+def test_agent_response_through_server(base_url: str) -> None:
+    body = post(base_url, "response").json()
+    message = body["choices"][0]["message"]
+    assert message["tool_calls"] == [
+        {"id": "c9", "type": "function", "function": {"name": "tool", "arguments": '{"q":1}'}}
+    ]
+    assert body["choices"][0]["finish_reason"] == "tool_calls"
+    assert body["usage"] == {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+
+
+def test_unsupported_values_through_server_then_keeps_serving(base_url: str) -> None:
+    bad = post(base_url, "int")
+    assert bad.status_code == 500
+    error = bad.json()["error"]
+    assert "unsupported value of type int" in error["message"]
+    assert error["type"] == "server_error"
+
+    chunks = sse_chunks(post(base_url, "int", stream=True))
+    assert "unsupported value of type int" in chunks[-1]["error"]["message"]
+
+    bad_yield = post(base_url, "bad_yield")
+    assert bad_yield.status_code == 500
+    assert "type float" in bad_yield.json()["error"]["message"]
+    chunks = sse_chunks(post(base_url, "bad_yield", stream=True))
+    assert chunks[0]["choices"][0]["delta"]["content"] == "ok"
+    assert "type float" in chunks[-1]["error"]["message"]
+
+    assert post(base_url, "str").json()["choices"][0]["message"]["content"] == "plain"
+
+
+def test_sync_agent_runs_in_worker_thread_through_server(base_url: str) -> None:
+    name = post(base_url, "thread").json()["choices"][0]["message"]["content"]
+    assert name != "MainThread" and name != "uvicorn-test"
+
+
+def test_message_text_joins_only_string_text_parts() -> None:
+    from agentrun_asgi import Message, MessageRole
+
+    parts = [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "u"}},
+             {"type": "text", "text": None}, "junk", {"type": "text", "text": "b"}]
+    assert Message(MessageRole.USER, parts).text == "ab"  # type: ignore[arg-type]
+    assert Message(MessageRole.USER, None).text == ""
+    assert Message(MessageRole.USER, "plain").text == "plain"
+
+
+# Once known gaps in invoker.py (were strict xfails; fixed).
+
+
+def test_partial_of_async_function_detected_as_async() -> None:
+    assert Invoker(functools.partial(_prefixed_async, "p")).is_async
+    assert Invoker(functools.partial(_prefixed_agen, "p")).is_async_gen
+
+
+@pytest.mark.anyio
+async def test_bytes_return_error_names_bytes() -> None:
+    with pytest.raises(AgentOutputError, match="type bytes"):
+        await collect(lambda r: b"raw bytes")

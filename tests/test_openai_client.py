@@ -1,0 +1,440 @@
+"""The official ``openai`` Python client against a real uvicorn: what users actually run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from agentrun_asgi import (
+    AgentEvent,
+    AgentRequest,
+    AgentResponse,
+    AgentRunServer,
+    EventType,
+    ToolCall,
+)
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+def client(base_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_url + "/v1", api_key="x", max_retries=0, timeout=10)
+
+
+def _tool_call(call_id: str, name: str, args: dict[str, Any]) -> AgentEvent:
+    return AgentEvent(EventType.TOOL_CALL, {"id": call_id, "name": name, "args": json.dumps(args)})
+
+
+# -- plain text ------------------------------------------------------------------------------
+
+
+def test_non_stream_text(serve: Any) -> None:
+    def agent(request: AgentRequest) -> str:
+        return "Hello, " + request.messages[-1].text
+
+    with serve(AgentRunServer(agent)) as base:
+        completion = client(base).chat.completions.create(model="my-model", messages=USER)
+    assert completion.object == "chat.completion"
+    assert completion.id.startswith("chatcmpl-")
+    assert completion.model == "my-model"
+    choice = completion.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content == "Hello, hi"
+    assert choice.message.tool_calls is None
+    assert choice.finish_reason == "stop"
+    assert completion.usage is not None
+
+
+def test_stream_text(serve: Any) -> None:
+    async def agent(request: AgentRequest) -> AsyncIterator[str]:
+        for word in ("one ", "two ", "three"):
+            yield word
+
+    with serve(AgentRunServer(agent)) as base:
+        chunks = list(
+            client(base).chat.completions.create(model="m1", messages=USER, stream=True)
+        )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "one two three"
+    assert {c.id for c in chunks} == {chunks[0].id}
+    assert {c.model for c in chunks} == {"m1"}
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[0].choices[0].delta.content == "one "
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
+    # No include_usage: no usage anywhere.
+    assert all(c.usage is None for c in chunks)
+
+
+def test_model_defaults_when_omitted(serve: Any) -> None:
+    seen: list[str | None] = []
+
+    def agent(request: AgentRequest) -> str:
+        seen.append(request.model)
+        return "ok"
+
+    with serve(AgentRunServer(agent)) as base:
+        r = httpx.post(base + "/v1/chat/completions", json={"messages": USER})
+    assert r.status_code == 200
+    assert r.json()["model"] == "agentrun"
+    assert seen == ["agentrun"]
+
+
+def test_async_client_stream_and_non_stream(serve: Any) -> None:
+    async def agent(request: AgentRequest) -> AsyncIterator[str]:
+        yield "async "
+        yield "client"
+
+    async def run(base: str) -> tuple[str, str]:
+        aclient = openai.AsyncOpenAI(base_url=base + "/v1", api_key="x", max_retries=0)
+        async with aclient:
+            whole = await aclient.chat.completions.create(model="m", messages=USER)
+            stream = await aclient.chat.completions.create(model="m", messages=USER, stream=True)
+            parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        return whole.choices[0].message.content or "", "".join(parts)
+
+    with serve(AgentRunServer(agent)) as base:
+        whole, streamed = asyncio.run(run(base))
+    assert whole == streamed == "async client"
+
+
+# -- tool calls --------------------------------------------------------------------------------
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+
+
+def test_stream_tool_call_chunks_accumulated_by_client_helper(serve: Any) -> None:
+    """TOOL_CALL_CHUNK fragments reach the client's own accumulator as one call."""
+    seen_tools: list[Any] = []
+
+    async def agent(request: AgentRequest) -> AsyncIterator[AgentEvent]:
+        seen_tools.append(request.tools)
+        yield AgentEvent(EventType.TOOL_CALL_CHUNK,
+                         {"id": "call_1", "name": "get_weather", "args_delta": '{"ci'})
+        yield AgentEvent(EventType.TOOL_CALL_CHUNK, {"id": "call_1", "args_delta": 'ty": "Pa'})
+        yield AgentEvent(EventType.TOOL_CALL_CHUNK, {"id": "call_1", "args_delta": 'ris"}'})
+
+    with serve(AgentRunServer(agent)) as base:
+        with client(base).chat.completions.stream(
+            model="m", messages=USER, tools=TOOLS  # type: ignore[arg-type]
+        ) as stream:
+            done_events = [e for e in stream if e.type == "tool_calls.function.arguments.done"]
+            final = stream.get_final_completion()
+    message = final.choices[0].message
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert message.role == "assistant"
+    assert message.tool_calls is not None and len(message.tool_calls) == 1
+    call = message.tool_calls[0]
+    assert call.id == "call_1"
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    assert [e.name for e in done_events] == ["get_weather"]
+    tools = seen_tools[0]
+    assert tools is not None and tools[0].name == "get_weather"
+    assert tools[0].parameters["properties"]["city"] == {"type": "string"}
+
+
+def test_stream_two_tool_calls_indexed(serve: Any) -> None:
+    async def agent(request: AgentRequest) -> AsyncIterator[str | AgentEvent]:
+        yield "Checking two cities."
+        yield _tool_call("call_a", "get_weather", {"city": "Oslo"})
+        yield AgentEvent(EventType.TOOL_CALL_CHUNK,
+                         {"id": "call_b", "name": "get_weather", "args_delta": '{"city":'})
+        yield AgentEvent(EventType.TOOL_CALL_CHUNK, {"id": "call_b", "args_delta": '"Rome"}'})
+
+    with serve(AgentRunServer(agent)) as base:
+        oai = client(base)
+        chunks = list(oai.chat.completions.create(model="m", messages=USER, stream=True))
+        with oai.chat.completions.stream(model="m", messages=USER) as stream:
+            final = stream.get_final_completion()
+    indexes = [tc.index for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+    assert sorted(set(indexes)) == [0, 1]
+    starts = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or []) if tc.id]
+    assert [(tc.index, tc.id, tc.type) for tc in starts] == [
+        (0, "call_a", "function"), (1, "call_b", "function")
+    ]
+    message = final.choices[0].message
+    assert message.content == "Checking two cities."
+    calls = message.tool_calls or []
+    assert [(c.id, c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("call_a", "get_weather", {"city": "Oslo"}),
+        ("call_b", "get_weather", {"city": "Rome"}),
+    ]
+    assert final.choices[0].finish_reason == "tool_calls"
+
+
+def test_stream_opening_with_tool_call_has_role(serve: Any) -> None:
+    def agent(request: AgentRequest) -> list[AgentEvent]:
+        return [_tool_call("call_x", "f", {})]
+
+    with serve(AgentRunServer(agent)) as base:
+        chunks = list(client(base).chat.completions.create(model="m", messages=USER, stream=True))
+    first = chunks[0].choices[0].delta
+    assert first.role == "assistant"
+    assert first.tool_calls is not None and first.tool_calls[0].id == "call_x"
+
+
+def test_non_stream_tool_calls(serve: Any) -> None:
+    def agent(request: AgentRequest) -> AgentResponse:
+        return AgentResponse(
+            tool_calls=[ToolCall("call_1", "get_weather", '{"city":"Oslo"}'),
+                        ToolCall("call_2", "get_time", "{}")]
+        )
+
+    with serve(AgentRunServer(agent)) as base:
+        completion = client(base).chat.completions.create(model="m", messages=USER)
+    message = completion.choices[0].message
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert message.content is None
+    assert [(c.id, c.type, c.function.name, c.function.arguments)
+            for c in message.tool_calls or []] == [
+        ("call_1", "function", "get_weather", '{"city":"Oslo"}'),
+        ("call_2", "function", "get_time", "{}"),
+    ]
+
+
+def test_non_stream_tool_call_chunks_merged(serve: Any) -> None:
+    def agent(request: AgentRequest) -> Iterator[AgentEvent]:
+        yield AgentEvent(EventType.TOOL_CALL_CHUNK, {"id": "c1", "name": "f", "args_delta": '{"a"'})
+        yield AgentEvent(EventType.TOOL_CALL_CHUNK, {"id": "c1", "args_delta": ": 1}"})
+
+    with serve(AgentRunServer(agent)) as base:
+        completion = client(base).chat.completions.create(model="m", messages=USER)
+    calls = completion.choices[0].message.tool_calls or []
+    assert len(calls) == 1
+    assert calls[0].function.name == "f"
+    assert json.loads(calls[0].function.arguments) == {"a": 1}
+
+
+# -- usage, reasoning, models ------------------------------------------------------------------
+
+USAGE = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+
+
+def test_stream_include_usage(serve: Any) -> None:
+    def agent(request: AgentRequest) -> AgentResponse:
+        return AgentResponse(content="counted", usage=USAGE)
+
+    with serve(AgentRunServer(agent)) as base:
+        chunks = list(client(base).chat.completions.create(
+            model="m", messages=USER, stream=True, stream_options={"include_usage": True}
+        ))
+    last = chunks[-1]
+    assert last.choices == []
+    assert last.usage is not None
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens, last.usage.total_tokens) == (
+        3, 5, 8
+    )
+    assert all(c.usage is None for c in chunks[:-1])
+    assert all(len(c.choices) == 1 for c in chunks[:-1])
+    assert "".join(c.choices[0].delta.content or "" for c in chunks[:-1]) == "counted"
+
+
+def test_stream_include_usage_raw_nulls(serve: Any) -> None:
+    """Every chunk but the usage one carries an explicit ``"usage": null``."""
+
+    async def agent(request: AgentRequest) -> AsyncIterator[str | AgentEvent]:
+        yield "a"
+        yield AgentEvent(EventType.TEXT, {"delta": "b", "usage": USAGE})
+
+    body = {"messages": USER, "stream": True, "stream_options": {"include_usage": True}}
+    with serve(AgentRunServer(agent)) as base:
+        r = httpx.post(base + "/v1/chat/completions", json=body)
+    frames = [f[len("data: "):] for f in r.text.split("\n\n") if f]
+    assert frames[-1] == "[DONE]"
+    chunks = [json.loads(f) for f in frames[:-1]]
+    assert all("usage" in c for c in chunks)
+    assert [c["usage"] for c in chunks[:-1]] == [None] * (len(chunks) - 1)
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == USAGE
+
+
+def test_non_stream_usage_from_agent(serve: Any) -> None:
+    def agent(request: AgentRequest) -> dict[str, Any]:
+        return {"content": "x", "usage": USAGE}
+
+    with serve(AgentRunServer(agent)) as base:
+        completion = client(base).chat.completions.create(model="m", messages=USER)
+    assert completion.usage is not None and completion.usage.total_tokens == 8
+
+
+def test_models_list(serve: Any) -> None:
+    with serve(AgentRunServer(lambda r: "x")) as base:
+        models = list(client(base).models.list())
+    assert [m.id for m in models] == ["agentrun"]
+    assert models[0].object == "model"
+    assert models[0].owned_by == "agentrun"
+    assert isinstance(models[0].created, int)
+
+
+def test_reasoning_content_stream_and_message(serve: Any) -> None:
+    async def agent(request: AgentRequest) -> AsyncIterator[str | AgentEvent]:
+        yield AgentEvent(EventType.REASONING, {"delta": "think "})
+        yield AgentEvent(EventType.REASONING, {"delta": "hard"})
+        yield "answer"
+
+    with serve(AgentRunServer(agent)) as base:
+        oai = client(base)
+        chunks = list(oai.chat.completions.create(model="m", messages=USER, stream=True))
+        completion = oai.chat.completions.create(model="m", messages=USER)
+    deltas = [c.choices[0].delta for c in chunks]
+    # The SDK keeps unknown fields: reasoning_content is readable as an extra attribute.
+    reasoning = "".join(getattr(d, "reasoning_content", None) or "" for d in deltas)
+    assert reasoning == "think hard"
+    assert deltas[0].role == "assistant"
+    assert getattr(deltas[0], "reasoning_content", None) == "think "
+    assert "".join(d.content or "" for d in deltas) == "answer"
+    message = completion.choices[0].message
+    assert getattr(message, "reasoning_content", None) == "think hard"
+    assert message.content == "answer"
+
+
+# -- message content shapes --------------------------------------------------------------------
+
+
+def test_message_content_shapes(serve: Any) -> None:
+    seen: list[Any] = []
+
+    def agent(request: AgentRequest) -> str:
+        seen.extend((m.role.value, m.content, m.text) for m in request.messages)
+        return "ok"
+
+    parts = [
+        {"type": "text", "text": "look at "},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        {"type": "text", "text": "this"},
+    ]
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": parts},
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": "c1", "type": "function",
+                         "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "content": "42", "tool_call_id": "c1"},
+    ]
+    with serve(AgentRunServer(agent)) as base:
+        completion = client(base).chat.completions.create(
+            model="m", messages=messages  # type: ignore[arg-type]
+        )
+    assert completion.choices[0].message.content == "ok"
+    assert seen == [
+        ("system", "be brief", "be brief"),
+        ("user", parts, "look at this"),
+        ("assistant", None, ""),
+        ("tool", "42", "42"),
+    ]
+
+
+def test_request_fields_reach_agent(serve: Any) -> None:
+    seen: list[AgentRequest] = []
+
+    def agent(request: AgentRequest) -> str:
+        seen.append(request)
+        return "ok"
+
+    with serve(AgentRunServer(agent)) as base:
+        client(base).chat.completions.create(
+            model="m", messages=USER, temperature=0.5, top_p=0.9, max_tokens=7, stop=["x"],
+            user="u1", tool_choice="auto", tools=TOOLS,  # type: ignore[arg-type]
+            extra_body={"custom_field": {"k": 1}},
+        )
+    req = seen[0]
+    assert req.protocol == "openai"
+    assert (req.temperature, req.top_p, req.max_tokens, req.stop, req.user) == (
+        0.5, 0.9, 7, ["x"], "u1"
+    )
+    assert req.tool_choice == "auto"
+    assert req.extra == {"custom_field": {"k": 1}}
+    assert req.stream is False
+    assert req.raw_request is not None and req.raw_request.method == "POST"
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+class SecretError(RuntimeError):
+    pass
+
+
+def _raising_agent(request: AgentRequest) -> str:
+    raise SecretError("the model backend is down")
+
+
+def test_agent_exception_non_stream_is_500_with_message_only(serve: Any) -> None:
+    with serve(AgentRunServer(_raising_agent)) as base:
+        with pytest.raises(openai.InternalServerError) as info:
+            client(base).chat.completions.create(model="m", messages=USER)
+        raw = httpx.post(base + "/v1/chat/completions", json={"messages": USER})
+    assert info.value.status_code == 500
+    assert "the model backend is down" in str(info.value)
+    assert raw.status_code == 500
+    assert raw.headers["content-type"] == "application/json"
+    assert raw.json() == {"error": {"message": "the model backend is down",
+                                    "type": "server_error", "param": None, "code": None}}
+    assert "Traceback" not in raw.text and "test_openai_client" not in raw.text
+
+
+def test_agent_exception_stream_raises_in_client(serve: Any) -> None:
+    async def agent(request: AgentRequest) -> AsyncIterator[str]:
+        yield "partial "
+        raise SecretError("exploded mid-stream")
+
+    with serve(AgentRunServer(agent)) as base:
+        received: list[str] = []
+        with pytest.raises(openai.APIError) as info:
+            for chunk in client(base).chat.completions.create(
+                model="m", messages=USER, stream=True
+            ):
+                received.append(chunk.choices[0].delta.content or "")
+        raw = httpx.post(base + "/v1/chat/completions", json={"messages": USER, "stream": True})
+    assert "exploded mid-stream" in str(info.value)
+    assert received == ["partial "]
+    frames = [f for f in raw.text.split("\n\n") if f]
+    assert json.loads(frames[-1][len("data: "):])["error"]["message"] == "exploded mid-stream"
+    assert "[DONE]" not in raw.text
+    assert "Traceback" not in raw.text
+
+
+def test_agent_exception_before_first_item_stream(serve: Any) -> None:
+    with serve(AgentRunServer(_raising_agent)) as base:
+        with pytest.raises(openai.APIError, match="the model backend is down"):
+            list(client(base).chat.completions.create(model="m", messages=USER, stream=True))
+
+
+def test_error_event_mid_stream(serve: Any) -> None:
+    async def agent(request: AgentRequest) -> AsyncIterator[str | AgentEvent]:
+        yield "before "
+        yield AgentEvent(EventType.ERROR, {"message": "quota exceeded", "code": "quota"})
+        yield "never sent"
+
+    with serve(AgentRunServer(agent)) as base:
+        received: list[str] = []
+        with pytest.raises(openai.APIError) as info:
+            for chunk in client(base).chat.completions.create(
+                model="m", messages=USER, stream=True
+            ):
+                received.append(chunk.choices[0].delta.content or "")
+        raw = httpx.post(base + "/v1/chat/completions", json={"messages": USER, "stream": True})
+        whole = httpx.post(base + "/v1/chat/completions", json={"messages": USER})
+    assert "quota exceeded" in str(info.value)
+    assert received == ["before "]
+    assert "never sent" not in raw.text
+    error = json.loads(raw.text.split("\n\n")[-2][len("data: "):])["error"]
+    assert (error["message"], error["code"]) == ("quota exceeded", "quota")
+    assert whole.status_code == 500
+    assert whole.json()["error"]["message"] == "quota exceeded"
+    assert whole.json()["error"]["code"] == "quota"

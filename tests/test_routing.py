@@ -1,0 +1,296 @@
+"""The prefix-tree router, the path relative to a mount, and where protocols get their prefix."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import pytest
+
+from agentrun_asgi import AgentRunServer, OpenAIProtocolHandler, ProtocolHandler, Request, Route
+from agentrun_asgi.requests import route_path
+from agentrun_asgi.routing import RouteConflict, Router, join_path
+from agentrun_asgi.types import Send
+
+
+def endpoint(tag: str) -> Any:
+    async def ep(request: Request, send: Send) -> None:  # pragma: no cover - never awaited here
+        raise AssertionError(tag)
+
+    ep.__name__ = tag
+    return ep
+
+
+A, B, C, D = (endpoint(t) for t in "abcd")
+
+
+def match(router: Router, path: str) -> tuple[dict[str, Any], bytes, dict[str, str] | None]:
+    found = router.match(path)
+    assert found is not None, path
+    return found
+
+
+# -- matching ----------------------------------------------------------------------------------
+
+
+def test_literal_paths_and_misses() -> None:
+    router = Router([Route("/v1/chat/completions", A), Route("/v1/models", B, ("GET",))])
+    endpoints, allow, params = match(router, "/v1/chat/completions")
+    assert endpoints == {"POST": A}
+    assert allow == b"POST"
+    assert params is None
+    endpoints, allow, _ = match(router, "/v1/models")
+    assert endpoints == {"GET": B, "HEAD": B}
+    assert allow == b"GET, HEAD"
+    for miss in ("/", "/v1", "/v1/chat", "/v1/chat/completions/x", "/v2/models", "/V1/models"):
+        assert router.match(miss) is None, miss
+
+
+def test_param_segments() -> None:
+    router = Router([Route("/threads/{thread_id}/runs/{run_id}", A, ("GET",))])
+    _, _, params = match(router, "/threads/t-1/runs/r%202")
+    assert params == {"thread_id": "t-1", "run_id": "r%202"}
+    assert router.match("/threads/t-1/runs") is None
+    assert router.match("/threads/t-1/runs/r/extra") is None
+
+
+def test_literal_beats_param() -> None:
+    router = Router([Route("/items/{id}", A, ("GET",)), Route("/items/special", B, ("GET",))])
+    endpoints, _, params = match(router, "/items/special")
+    assert endpoints["GET"] is B and params is None
+    endpoints, _, params = match(router, "/items/other")
+    assert endpoints["GET"] is A and params == {"id": "other"}
+
+
+def test_param_tried_when_literal_leads_nowhere() -> None:
+    router = Router([Route("/a/{x}/c", A, ("GET",)), Route("/a/b", B, ("GET",))])
+    assert match(router, "/a/b")[0]["GET"] is B
+    endpoints, _, params = match(router, "/a/z/c")
+    assert endpoints["GET"] is A and params == {"x": "z"}
+    # The literal "b" is a dead end for /a/b/c: the parameter branch must still match.
+    endpoints, _, params = match(router, "/a/b/c")
+    assert endpoints["GET"] is A and params == {"x": "b"}
+    assert router.match("/a/b/d") is None
+    # A literal node that exists but has no endpoint of its own falls back too.
+    router = Router([Route("/p/{id}", A, ("GET",)), Route("/p/lit/deeper", B, ("GET",))])
+    endpoints, _, params = match(router, "/p/lit")
+    assert endpoints["GET"] is A and params == {"id": "lit"}
+    assert match(router, "/p/lit/deeper")[0]["GET"] is B
+
+
+def test_same_path_several_methods_merge() -> None:
+    router = Router([Route("/r", A, ("GET",)), Route("/r", B, ("POST", "delete"))])
+    endpoints, allow, _ = match(router, "/r")
+    assert endpoints == {"GET": A, "HEAD": A, "POST": B, "DELETE": B}
+    assert allow == b"GET, HEAD, POST, DELETE"
+
+
+def test_explicit_head_overrides_auto_head() -> None:
+    router = Router([Route("/r", A, ("GET",)), Route("/r", B, ("HEAD",))])
+    assert match(router, "/r")[0]["HEAD"] is B
+    router = Router([Route("/r", B, ("HEAD",)), Route("/r", A, ("GET",))])
+    assert match(router, "/r")[0]["HEAD"] is B
+
+
+@pytest.mark.parametrize("path", ["/v1/models/", "//v1//models", "v1/models", "/v1/models//"])
+def test_trailing_and_double_slashes(path: str) -> None:
+    router = Router([Route("/v1/models", A, ("GET",))])
+    assert match(router, path)[0]["GET"] is A
+
+
+def test_root_route() -> None:
+    router = Router([Route("/", A, ("GET",))])
+    assert match(router, "/")[0]["GET"] is A
+    assert match(router, "")[0]["GET"] is A
+    assert router.match("/x") is None
+
+
+# -- conflicts ---------------------------------------------------------------------------------
+
+
+def test_same_method_same_path_conflicts() -> None:
+    with pytest.raises(RouteConflict, match="POST /v1/x"):
+        Router([Route("/v1/x", A), Route("/v1/x/", B)])
+
+
+def test_different_param_names_conflict() -> None:
+    with pytest.raises(RouteConflict, match="clashes"):
+        Router([Route("/t/{a}", A, ("GET",)), Route("/t/{b}/x", B, ("GET",))])
+
+
+def test_same_param_name_different_methods_ok() -> None:
+    router = Router([Route("/t/{a}", A, ("GET",)), Route("/t/{a}", B, ("POST",))])
+    assert match(router, "/t/1")[0] == {"GET": A, "HEAD": A, "POST": B}
+
+
+def test_explicit_head_twice_conflicts() -> None:
+    with pytest.raises(RouteConflict):
+        Router([Route("/r", A, ("HEAD",)), Route("/r", B, ("HEAD",))])
+
+
+class EchoProtocolHandler(ProtocolHandler):
+    """A minimal custom protocol: GET {prefix}/echo/{word}."""
+
+    name = "echo"
+
+    def __init__(self, path: str = "/echo/{word}") -> None:
+        self.path = path
+
+    def routes(self) -> Sequence[Route]:
+        return [Route(self.path, self.echo, ("GET",), "echo")]
+
+    async def echo(self, request: Request, send: Send) -> None:
+        from agentrun_asgi.responses import send_json
+
+        await send_json(send, 200, {"path_params": request.scope.get("path_params"),
+                                    "path": request.path})
+
+
+class ChatProtocolHandler(ProtocolHandler):
+    """Claims ``/chat/completions`` under whatever prefix it is given."""
+
+    def routes(self) -> Sequence[Route]:
+        return [Route("/chat/completions", self.ep)]
+
+    async def ep(self, request: Request, send: Send) -> None:  # pragma: no cover
+        pass
+
+
+def test_colliding_protocols_refused_at_construction() -> None:
+    with pytest.raises(RouteConflict, match="/v1/chat/completions"):
+        AgentRunServer(lambda r: "x", protocols=[OpenAIProtocolHandler(), ChatProtocolHandler()],
+                       prefix_overrides={"ChatProtocolHandler": "/v1"})
+
+
+def test_protocol_colliding_with_health_refused() -> None:
+    class Health(ProtocolHandler):
+        def get_prefix(self) -> str:
+            return "/"
+
+        def routes(self) -> Sequence[Route]:
+            return [Route("/health", A, ("GET",))]
+
+    with pytest.raises(RouteConflict, match="/health"):
+        AgentRunServer(lambda r: "x", protocols=[Health()])
+    # Moving health away removes the clash.
+    AgentRunServer(lambda r: "x", protocols=[Health()], health_path=None)
+
+
+# -- root_path ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "root_path, path, expected",
+    [
+        ("/agent", "/agent/v1/models", "/v1/models"),
+        ("/agent", "/agent", "/"),
+        ("/agent", "/agent/", "/"),
+        ("/agent", "/agents/v1", "/agents/v1"),  # a prefix of a segment is not a mount
+        ("", "/v1/models", "/v1/models"),
+        ("/agent", "/v1/models", "/v1/models"),  # servers that do not prepend root_path
+    ],
+)
+def test_route_path(root_path: str, path: str, expected: str) -> None:
+    assert route_path({"root_path": root_path, "path": path}) == expected
+
+
+def _asgi_get(app: Any, path: str, root_path: str = "") -> tuple[int, bytes, dict[str, Any]]:
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": path, "root_path": root_path,
+                             "headers": [], "query_string": b"", "raw_path": path.encode()}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]), scope
+
+
+def test_server_routes_relative_to_root_path() -> None:
+    server = AgentRunServer(lambda r: "x")
+    status, body, _ = _asgi_get(server, "/agent/v1/models", root_path="/agent")
+    assert status == 200 and b'"agentrun"' in body
+    assert _asgi_get(server, "/agent/v1/models")[0] == 404
+
+
+def test_path_params_reach_scope() -> None:
+    server = AgentRunServer(lambda r: "x", protocols=[EchoProtocolHandler()])
+    status, body, scope = _asgi_get(server, "/echo/echo/hello")
+    assert status == 200
+    assert scope["path_params"] == {"word": "hello"}
+    assert b'"path_params":{"word":"hello"}' in body
+
+
+# -- prefixes ----------------------------------------------------------------------------------
+
+
+def _paths(server: AgentRunServer) -> set[str]:
+    return {route.path for route in server.routes}
+
+
+def test_default_prefixes() -> None:
+    server = AgentRunServer(lambda r: "x")
+    # AG-UI (served by default too) sits at its own prefix and is tested on its own.
+    core = {p for p in _paths(server) if not p.startswith("/ag-ui/")}
+    assert core == {"/health", "/v1/chat/completions", "/v1/models"}
+    only_openai = AgentRunServer(lambda r: "x", protocols=[OpenAIProtocolHandler()])
+    assert _paths(only_openai) == {"/health", "/v1/chat/completions", "/v1/models"}
+
+
+def test_derived_prefix_from_class_name() -> None:
+    server = AgentRunServer(lambda r: "x", protocols=[EchoProtocolHandler()])
+    assert _paths(server) == {"/health", "/echo/echo/{word}"}
+    assert EchoProtocolHandler().default_prefix() == "/echo"
+
+    class MyFancyThing(ChatProtocolHandler):
+        pass
+
+    assert MyFancyThing().default_prefix() == "/myfancything"
+
+
+def test_handler_get_prefix() -> None:
+    class Prefixed(EchoProtocolHandler):
+        def get_prefix(self) -> str:
+            return "/tools/v2/"
+
+    server = AgentRunServer(lambda r: "x", protocols=[Prefixed()])
+    assert "/tools/v2/echo/{word}" in _paths(server)
+
+
+def test_override_beats_get_prefix() -> None:
+    server = AgentRunServer(
+        lambda r: "x", protocols=[OpenAIProtocolHandler(), EchoProtocolHandler()],
+        prefix_overrides={"OpenAIProtocolHandler": "/api/v1", "EchoProtocolHandler": "/"},
+    )
+    assert _paths(server) == {"/health", "/api/v1/chat/completions", "/api/v1/models",
+                              "/echo/{word}"}
+
+
+def test_prefix_override_served(serve: Any) -> None:
+    server = AgentRunServer(lambda r: "moved",
+                            prefix_overrides={"OpenAIProtocolHandler": "/api/v1"})
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    with serve(server) as base:
+        r = httpx.post(base + "/api/v1/chat/completions", json=body)
+        assert r.status_code == 200
+        assert r.json()["choices"][0]["message"]["content"] == "moved"
+        assert httpx.get(base + "/api/v1/models").status_code == 200
+        old = httpx.post(base + "/v1/chat/completions", json=body)
+        assert old.status_code == 404
+        assert old.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("prefix, path, expected", [
+    ("/v1", "/models", "/v1/models"),
+    ("/v1/", "models", "/v1/models"),
+    ("", "/x", "/x"),
+    ("/", "/", "/"),
+    ("/a//b/", "//c", "/a/b/c"),
+])  # fmt: skip
+def test_join_path(prefix: str, path: str, expected: str) -> None:
+    assert join_path(prefix, path) == expected

@@ -21,7 +21,7 @@ from .models import (
     Tool,
     ToolCall,
 )
-from .protocols import OpenAIProtocolHandler, ProtocolHandler
+from .protocols import AGUIProtocolHandler, OpenAIProtocolHandler, ProtocolHandler
 from .requests import Request
 from .routing import Route
 from .server import AgentRunServer
@@ -29,6 +29,7 @@ from .server import AgentRunServer
 __version__ = "0.1.0"
 
 __all__ = [
+    "AGUIProtocolHandler",
     "AgentEvent",
     "AgentRequest",
     "AgentResponse",

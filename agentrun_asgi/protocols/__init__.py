@@ -1,6 +1,7 @@
 """The protocols the server speaks; each is a :class:`ProtocolHandler` plug-in."""
 
+from .agui import AGUIProtocolHandler
 from .base import ProtocolHandler
 from .openai import OpenAIProtocolHandler
 
-__all__ = ["ProtocolHandler", "OpenAIProtocolHandler"]
+__all__ = ["AGUIProtocolHandler", "OpenAIProtocolHandler", "ProtocolHandler"]

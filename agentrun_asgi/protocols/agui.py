@@ -1,0 +1,588 @@
+"""AG-UI 1.0: ``POST {prefix}`` (default ``/ag-ui/agent``) runs the agent as one SSE event run.
+
+Wire format per the AG-UI 1.0 schema (``ag-ui-protocol`` 1.0, ``spec/1.0/schema.json``) and
+../shared/PROTOCOLS.md. Every run is ``RUN_STARTED``, content events, then exactly one of
+``RUN_FINISHED`` / ``RUN_ERROR``. Optional fields are left out, never sent as ``null``.
+
+The encoder's state machine (h11-style: one state at a time; FINISHED is terminal)::
+
+    state/item    TEXT, str           REASONING           TOOL_CALL(_CHUNK)    TOOL_RESULT(_CHUNK)
+    IDLE          START -> TEXT       START -> REASONING  START -> TOOLS       RESULT
+    TEXT          CONTENT             close, START        close, START         close, RESULT -> IDLE
+    REASONING     close, START        CONTENT             close, START         close, RESULT -> IDLE
+    TOOLS         END all, START      END all, START      START/ARGS/END       END own, RESULT
+
+    any state, STATE / CUSTOM / RAW         -> the event; the state does not change
+    any state, ERROR, error()               -> close what is open, RUN_ERROR     -> FINISHED
+    any state, HITL, close()                -> close what is open, RUN_FINISHED  -> FINISHED
+
+- TEXT: one text message open; consecutive text extends it ("one message per run of text").
+- REASONING: one block open (``REASONING_START`` + ``REASONING_MESSAGE_START`` role reasoning).
+- TOOLS: one or more tool calls open (parallel calls). A ``TOOL_CALL`` is START/ARGS/END at
+  once; a call streamed by ``TOOL_CALL_CHUNK`` stays open until it is done: a ``TOOL_CALL`` or
+  a result for its id, text or reasoning (the model has moved on), or the end of the run. The
+  state is IDLE again when no call is left open. A chunk for a call already ended starts it anew.
+- A result for a call never announced gets its START/END made up first; result chunks are
+  buffered and prepended to the result (flushed as a result of their own at the end of the run).
+- FINISHED: ``RUN_FINISHED`` or ``RUN_ERROR`` sent; every later item encodes to ``b""``.
+
+A tool call that opens right after a text message names it as ``parentMessageId``, so the
+client files the call under that assistant message (as OpenAI's history shape has it).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from ..models import AgentEvent, AgentRequest, EventType, Message, MessageRole, Tool, ToolCall
+from ..requests import Request, header
+from ..routing import Route
+from ..streaming import run_stream
+from ..types import ASGIMessage, Send
+from .base import ProtocolHandler
+from .validation import invalid, json_type, opt_list, opt_str, parse_object
+
+PROTOCOL_VERSION = "1.0"
+
+_dumps = orjson.dumps
+_ROLES = {
+    r.value: r
+    for r in (MessageRole.USER, MessageRole.ASSISTANT, MessageRole.SYSTEM, MessageRole.TOOL,
+              MessageRole.DEVELOPER)
+}  # fmt: skip
+# 1.0 roles a client may echo back in its history that are UI records, not chat turns: they are
+# accepted and left out of ``AgentRequest.messages`` (the raw body still has them).
+_UI_ROLES = frozenset(("reasoning", "activity"))
+_ROLE_NAMES = ", ".join((*_ROLES, *sorted(_UI_ROLES)))
+_KNOWN_FIELDS = frozenset(
+    ("threadId", "runId", "parentRunId", "state", "messages", "tools", "context",
+     "forwardedProps", "resume", "protocolVersion")
+)  # fmt: skip
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + os.urandom(12).hex()
+
+
+# -- request parsing ---------------------------------------------------------------------------
+
+
+def parse_run_input(data: dict[str, Any]) -> AgentRequest:
+    """An ``AgentRequest`` from a parsed ``RunAgentInput``; lenient as the AgentRun SDK is.
+
+    Missing ``threadId``/``runId`` are generated, message ids are optional, unknown fields go
+    to ``extra``; only wrong types and unknown roles are refused (400).
+    """
+    messages = opt_list(data, "messages") or []
+    resume = opt_list(data, "resume")
+    context = opt_list(data, "context")
+    if context is not None:
+        for i, item in enumerate(context):
+            if not isinstance(item, dict):
+                invalid(
+                    f"context[{i}]", f"'context[{i}]' must be an object, not {json_type(item)}."
+                )
+    return AgentRequest(
+        protocol="agui",
+        messages=[m for i, raw in enumerate(messages) if (m := _parse_message(raw, i)) is not None],
+        stream=True,
+        tools=_parse_tools(opt_list(data, "tools")),
+        thread_id=opt_str(data, "threadId") or str(uuid.uuid4()),
+        run_id=opt_str(data, "runId") or str(uuid.uuid4()),
+        parent_run_id=opt_str(data, "parentRunId"),
+        state=data.get("state"),
+        context=context,
+        forwarded_props=data.get("forwardedProps"),
+        resume=_parse_resume(resume) if resume is not None else None,
+        extra={k: v for k, v in data.items() if k not in _KNOWN_FIELDS},
+    )
+
+
+def _parse_message(raw: Any, i: int) -> Message | None:
+    where = f"messages[{i}]"
+    if not isinstance(raw, dict):
+        invalid(where, f"'{where}' must be an object, not {json_type(raw)}.")
+    name = raw.get("role")
+    role = _ROLES.get(name) if isinstance(name, str) else None
+    if role is None:
+        if isinstance(name, str) and name in _UI_ROLES:
+            return None
+        got = _dumps(name).decode()
+        invalid(f"{where}.role", f"'{where}.role' must be one of {_ROLE_NAMES}; got {got}.")
+    content = raw.get("content")
+    if isinstance(content, list):
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                at = f"{where}.content[{j}]"
+                invalid(at, f"'{at}' must be an object with a string 'type'.")
+    elif content is not None and not isinstance(content, str):
+        invalid(f"{where}.content", f"'{where}.content' must be a string, an array of parts or "
+                                    f"null, not {json_type(content)}.")  # fmt: skip
+    tool_calls = opt_list(raw, "toolCalls", f"{where}.toolCalls")
+    return Message(
+        role=role,
+        content=content,
+        name=opt_str(raw, "name", f"{where}.name"),
+        tool_calls=_parse_tool_calls(tool_calls, where) if tool_calls is not None else None,
+        tool_call_id=opt_str(raw, "toolCallId", f"{where}.toolCallId"),
+        id=opt_str(raw, "id", f"{where}.id"),
+    )
+
+
+def _parse_tool_calls(raw: list[Any], where: str) -> list[ToolCall]:
+    calls = []
+    for j, call in enumerate(raw):
+        at = f"{where}.toolCalls[{j}]"
+        if not isinstance(call, dict):
+            invalid(at, f"'{at}' must be an object, not {json_type(call)}.")
+        function = call.get("function") or {}
+        if not isinstance(function, dict):
+            invalid(
+                f"{at}.function", f"'{at}.function' must be an object, not {json_type(function)}."
+            )
+        arguments = function.get("arguments", "")
+        if not isinstance(arguments, str):
+            arguments = _dumps(arguments).decode()
+        calls.append(ToolCall(id=opt_str(call, "id", f"{at}.id") or "",
+                              name=opt_str(function, "name", f"{at}.function.name") or "",
+                              arguments=arguments))  # fmt: skip
+    return calls
+
+
+def _parse_tools(raw: list[Any] | None) -> list[Tool] | None:
+    if raw is None:
+        return None
+    tools = []
+    for i, item in enumerate(raw):
+        at = f"tools[{i}]"
+        if not isinstance(item, dict):
+            invalid(at, f"'{at}' must be an object, not {json_type(item)}.")
+        # AG-UI tools are flat {name, description, parameters}; OpenAI's nested shape is accepted.
+        spec = item["function"] if isinstance(item.get("function"), dict) else item
+        name = opt_str(spec, "name", f"{at}.name")
+        if not name:
+            invalid(f"{at}.name", f"'{at}.name' is required.")
+        # ``parameters`` is any JSON Schema, carried opaquely (1.0 schema: Tool.parameters).
+        tools.append(Tool(name=name, description=opt_str(spec, "description", f"{at}.description"),
+                          parameters=spec.get("parameters")))  # fmt: skip
+    return tools
+
+
+def _parse_resume(raw: list[Any]) -> list[dict[str, Any]]:
+    """Resume entries as sent (``{interruptId, status, payload?}``), type-checked."""
+    for i, item in enumerate(raw):
+        at = f"resume[{i}]"
+        if not isinstance(item, dict):
+            invalid(at, f"'{at}' must be an object, not {json_type(item)}.")
+        opt_str(item, "interruptId", f"{at}.interruptId")
+        opt_str(item, "status", f"{at}.status")
+    return raw
+
+
+# -- encoding ----------------------------------------------------------------------------------
+
+_IDLE, _TEXT, _REASONING, _TOOLS, _FINISHED = "IDLE", "TEXT", "REASONING", "TOOLS", "FINISHED"
+_END = b"}\n\n"
+_UNSET: Any = object()
+
+
+def _frame(payload: dict[str, Any], addition: dict[str, Any] | None = None) -> bytes:
+    if addition:
+        payload.update(addition)
+    return b"data: " + _dumps(payload) + b"\n\n"
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else _dumps(value).decode()
+
+
+_USAGE_INTS = (
+    ("inputTokens", "prompt_tokens", "input_tokens"),
+    ("outputTokens", "completion_tokens", "output_tokens"),
+    ("totalTokens", "total_tokens", "total_tokens"),
+    ("reasoningTokens", "reasoning_tokens", "reasoning_tokens"),
+    ("cachedInputTokens", "cached_tokens", "cached_input_tokens"),
+)
+
+
+def _token_usage(usage: Any) -> list[dict[str, Any]] | None:
+    """AG-UI's usage list (``TokenUsage`` objects) from OpenAI's usage object, or from entries
+    already in AG-UI's shape; counts that are not non-negative integers are left out."""
+    if isinstance(usage, list):
+        entries = [e for u in usage if (e := _token_usage(u))]
+        return [x for e in entries for x in e] or None
+    if not isinstance(usage, dict):
+        return None
+    flat = dict(usage)
+    for details in ("completion_tokens_details", "prompt_tokens_details"):
+        if isinstance(usage.get(details), dict):
+            flat.update(usage[details])
+    entry: dict[str, Any] = {}
+    for key in ("provider", "model"):
+        if isinstance(usage.get(key), str):
+            entry[key] = usage[key]
+    for names in _USAGE_INTS:
+        for name in names:
+            value = flat.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                entry[names[0]] = value
+                break
+    return [entry] if entry else None
+
+
+class AGUIStreamEncoder:
+    """Sans-IO encoder of one AG-UI run: items in, SSE frames out (state machine above).
+
+    Bytes that repeat within a message (the ``TEXT_MESSAGE_CONTENT`` head with its messageId,
+    the END frame) are built once when the message opens; a text delta is then one join.
+    Run-level facts ride on any event's data: ``usage`` (the last one wins) and ``result``
+    (not on TOOL_RESULT, where it is the tool's) end up on ``RUN_FINISHED``.
+    """
+
+    __slots__ = (
+        "_calls", "_ids", "_last_call", "_parent", "_parent_run", "_reasoning_content",
+        "_reasoning_end", "_reasoning_id", "_result_parts", "_run_id", "_seen_calls", "_started",
+        "_state", "_text_content", "_text_end", "_text_id", "_thread_id", "done", "result", "usage",
+    )  # fmt: skip
+
+    def __init__(self, thread_id: str, run_id: str, parent_run_id: str | None = None) -> None:
+        self._thread_id = thread_id
+        self._run_id = run_id
+        self._ids = _dumps({"threadId": thread_id, "runId": run_id})[1:-1]
+        self._parent_run = b',"parentRunId":' + _dumps(parent_run_id) if parent_run_id else b""
+        self._started = False
+        self._state = _IDLE
+        self._text_id = ""
+        self._text_content = self._text_end = b""
+        self._reasoning_id = ""
+        self._reasoning_content = self._reasoning_end = b""
+        self._calls: dict[str, bytes] = {}  # open tool call id -> its '"toolCallId":...' bytes
+        self._seen_calls: set[str] = set()
+        self._last_call: str | None = None
+        self._parent: str | None = None  # the text message that tool calls now follow
+        self._result_parts: dict[str, list[str]] = {}
+        self.usage: Any = None
+        self.result: Any = _UNSET
+        self.done = False
+
+    # -- run boundaries ------------------------------------------------------------------------
+
+    def start(self) -> bytes:
+        """``RUN_STARTED`` (once); every other method sends it first if nobody asked yet."""
+        if self._started:
+            return b""
+        self._started = True
+        return b"".join((b'data: {"type":"RUN_STARTED",', self._ids,
+                         b',"protocolVersion":"' + PROTOCOL_VERSION.encode() + b'"',
+                         self._parent_run, _END))  # fmt: skip
+
+    def _head(self) -> bytes:
+        return b"" if self._started else self.start()
+
+    def close(self) -> bytes:
+        """Close what is open, flush buffered tool results, then ``RUN_FINISHED``."""
+        if self.done:
+            return b""
+        return self._finish(None)
+
+    def error(self, message: str, code: str | None = None) -> bytes:
+        if self.done:
+            return b""
+        out = self._enter(_IDLE)
+        payload: dict[str, Any] = {"type": "RUN_ERROR", "message": message}
+        if code is not None:
+            payload["code"] = str(code)
+        usage = _token_usage(self.usage)
+        if usage:
+            payload["usage"] = usage
+        self._state = _FINISHED
+        self.done = True
+        return out + _frame(payload)
+
+    def _finish(
+        self, outcome: dict[str, Any] | None, addition: dict[str, Any] | None = None
+    ) -> bytes:
+        payload: dict[str, Any] = {
+            "type": "RUN_FINISHED",
+            "threadId": self._thread_id,
+            "runId": self._run_id,
+        }
+        if self.result is not _UNSET and self.result is not None:
+            payload["result"] = self.result
+        if outcome is not None:
+            payload["outcome"] = outcome
+        usage = _token_usage(self.usage)
+        if usage:
+            payload["usage"] = usage
+        finished = _frame(payload, addition)  # serialised before any state changes
+        out = self._enter(_IDLE)
+        for call_id in list(self._result_parts):
+            out += self._tool_result(call_id, "", None)
+        self._state = _FINISHED
+        self.done = True
+        return out + finished
+
+    # -- the state machine ---------------------------------------------------------------------
+
+    def _enter(self, state: str) -> bytes:
+        """The frames that move the machine to ``state``: close the open block, open the new."""
+        out = self._head()
+        current = self._state
+        if current == state or current == _FINISHED:
+            return out
+        if current == _TEXT:
+            out += self._text_end
+            # A tool call right after a text message belongs to it (1.0: parentMessageId).
+            self._parent = self._text_id if state == _TOOLS else None
+        elif current == _REASONING:
+            out += self._reasoning_end
+        elif current == _TOOLS:
+            for fragment in self._calls.values():
+                out += b'data: {"type":"TOOL_CALL_END",' + fragment + _END
+            self._calls.clear()
+        if state == _TEXT:
+            self._parent = None
+            self._text_id = _new_id("msg_")
+            mid = _dumps(self._text_id)
+            self._text_content = (
+                b'data: {"type":"TEXT_MESSAGE_CONTENT","messageId":' + mid + b',"delta":'
+            )
+            self._text_end = b'data: {"type":"TEXT_MESSAGE_END","messageId":' + mid + _END
+            out += (
+                b'data: {"type":"TEXT_MESSAGE_START","messageId":'
+                + mid
+                + b',"role":"assistant"}\n\n'
+            )
+        elif state == _REASONING:
+            self._parent = None
+            block = _dumps(_new_id("reasoning_"))
+            self._reasoning_id = _new_id("msg_")
+            mid = _dumps(self._reasoning_id)
+            self._reasoning_content = (
+                b'data: {"type":"REASONING_MESSAGE_CONTENT","messageId":' + mid + b',"delta":'
+            )
+            self._reasoning_end = (
+                b'data: {"type":"REASONING_MESSAGE_END","messageId":' + mid + _END
+                + b'data: {"type":"REASONING_END","messageId":' + block + _END
+            )  # fmt: skip
+            out += (
+                b'data: {"type":"REASONING_START","messageId":' + block + _END
+                + b'data: {"type":"REASONING_MESSAGE_START","messageId":' + mid
+                + b',"role":"reasoning"}\n\n'
+            )  # fmt: skip
+        self._state = state
+        return out
+
+    def encode(self, item: str | AgentEvent) -> bytes:
+        if type(item) is str:
+            if self._state == _TEXT:  # the hot path: one more delta of the open message
+                return self._text_content + _dumps(item) + _END if item else b""
+            return self._text(item, None)  # type: ignore[arg-type]
+        return self._event(item)  # type: ignore[arg-type]
+
+    def _text(self, delta: Any, addition: dict[str, Any] | None) -> bytes:
+        # TEXT_MESSAGE_CONTENT.delta: empty deltas are skipped (older clients reject them).
+        if not delta or self._state == _FINISHED:
+            return b""
+        delta = _as_text(delta)
+        out = self._enter(_TEXT)
+        if addition:
+            content = {"type": "TEXT_MESSAGE_CONTENT", "messageId": self._text_id, "delta": delta}
+            return out + _frame(content, addition)
+        return out + self._text_content + _dumps(delta) + _END
+
+    def _event(self, ev: AgentEvent) -> bytes:
+        if self._state == _FINISHED:
+            return b""
+        data = ev.data
+        kind = ev.event
+        if ev.addition:
+            _dumps(ev.addition)  # fail on what cannot be sent before any state changes
+        if "usage" in data:
+            self.usage = data["usage"]
+        if "result" in data and kind != EventType.TOOL_RESULT:
+            self.result = data["result"]
+        if kind == EventType.TEXT:
+            return self._text(data.get("delta"), ev.addition)
+        if kind == EventType.REASONING:
+            delta = data.get("delta")
+            if not delta:
+                return b""
+            delta = _as_text(delta)
+            out = self._enter(_REASONING)
+            if ev.addition:
+                return out + _frame({"type": "REASONING_MESSAGE_CONTENT",
+                                     "messageId": self._reasoning_id,
+                                     "delta": delta}, ev.addition)  # fmt: skip
+            return out + self._reasoning_content + _dumps(delta) + _END
+        if kind == EventType.TOOL_CALL or kind == EventType.TOOL_CALL_CHUNK:
+            whole = kind == EventType.TOOL_CALL
+            args = data.get("args" if whole else "args_delta")
+            return self._tool_call(data.get("id"), data.get("name"), args, whole, ev.addition)
+        if kind == EventType.TOOL_RESULT_CHUNK:
+            call_id = str(data.get("id") or self._last_call or "")
+            part = _as_text(data.get("delta") or "")
+            out = self._close_call(call_id)
+            self._result_parts.setdefault(call_id, []).append(part)
+            return out
+        if kind == EventType.TOOL_RESULT:
+            content = data["result"] if "result" in data else data.get("content")
+            text = "" if content is None else _as_text(content)
+            return self._tool_result(str(data.get("id") or self._last_call or ""), text,
+                                     ev.addition, data.get("name"))  # fmt: skip
+        if kind == EventType.STATE:
+            if "snapshot" in data:
+                payload = {"type": "STATE_SNAPSHOT", "snapshot": data["snapshot"]}
+            elif "delta" in data:
+                payload = {"type": "STATE_DELTA", "delta": data["delta"]}  # RFC 6902 patch list
+            else:
+                payload = {"type": "STATE_SNAPSHOT", "snapshot": data}
+            frame = _frame(payload, ev.addition)
+            return self._head() + frame
+        if kind == EventType.CUSTOM:
+            payload = {"type": "CUSTOM", "name": str(data.get("name") or ""),
+                       "value": data.get("value")}  # fmt: skip
+            frame = _frame(payload, ev.addition)
+            return self._head() + frame
+        if kind == EventType.RAW:
+            if "raw" in data:
+                raw = str(data["raw"])
+                if not raw.endswith("\n\n"):
+                    raw += "\n\n"  # keep the next frame parseable
+                return self._head() + raw.encode()
+            payload = {"type": "RAW", "event": data["event"] if "event" in data else data}
+            if data.get("source") is not None:
+                payload["source"] = str(data["source"])
+            frame = _frame(payload, ev.addition)
+            return self._head() + frame
+        if kind == EventType.ERROR:
+            return self.error(str(data.get("message") or "agent error"), data.get("code"))
+        if kind == EventType.HITL:
+            return self._finish({"type": "interrupt", "interrupts": [_interrupt(data)]},
+                                ev.addition)  # fmt: skip
+        return b""
+
+    # -- tool calls ----------------------------------------------------------------------------
+
+    def _tool_call(self, call_id: Any, name: Any, args: Any, whole: bool,
+                   addition: dict[str, Any] | None) -> bytes:  # fmt: skip
+        args = _as_text(args) if args else ""
+        if call_id:
+            call_id = str(call_id)
+        elif not whole and self._last_call in self._calls:
+            call_id = self._last_call  # a chunk without an id continues the last call
+        else:
+            call_id = _new_id("call_")
+        out = self._enter(_TOOLS)
+        fragment = self._calls.get(call_id)
+        if fragment is None:
+            fragment = self._calls[call_id] = b'"toolCallId":' + _dumps(call_id)
+            self._seen_calls.add(call_id)
+            start = {"type": "TOOL_CALL_START", "toolCallId": call_id,
+                     "toolCallName": str(name or "")}  # fmt: skip
+            if self._parent is not None:
+                start["parentMessageId"] = self._parent
+            out += _frame(start, addition)
+            addition = None
+        self._last_call = call_id
+        if args:
+            if addition:
+                out += _frame({"type": "TOOL_CALL_ARGS", "toolCallId": call_id,
+                               "delta": args}, addition)  # fmt: skip
+            else:
+                out += b'data: {"type":"TOOL_CALL_ARGS",' + fragment + b',"delta":' \
+                    + _dumps(args) + _END  # fmt: skip
+        if whole:
+            out += self._close_call(call_id)
+        return out
+
+    def _close_call(self, call_id: str) -> bytes:
+        """``TOOL_CALL_END`` for ``call_id`` if it is open; text and reasoning close too."""
+        out = self._head() if self._state == _TOOLS else self._enter(_IDLE)
+        fragment = self._calls.pop(call_id, None)
+        if fragment is not None:
+            out += b'data: {"type":"TOOL_CALL_END",' + fragment + _END
+            if not self._calls:
+                self._state = _IDLE
+        return out
+
+    def _tool_result(self, call_id: str, text: str, addition: dict[str, Any] | None,
+                     name: Any = None) -> bytes:  # fmt: skip
+        out = self._close_call(call_id)
+        if call_id not in self._seen_calls:
+            # A result for a call never announced: make up its START/END (PROTOCOLS.md).
+            self._seen_calls.add(call_id)
+            fragment = _dumps({"type": "TOOL_CALL_START", "toolCallId": call_id,
+                               "toolCallName": str(name or "")})  # fmt: skip
+            out += b"data: " + fragment + b'\n\ndata: {"type":"TOOL_CALL_END","toolCallId":' \
+                + _dumps(call_id) + _END  # fmt: skip
+        self._parent = None
+        parts = self._result_parts.pop(call_id, None)
+        if parts:
+            text = "".join(parts) + text
+        payload = {"type": "TOOL_CALL_RESULT", "messageId": _new_id("msg_"), "toolCallId": call_id,
+                   "content": text, "role": "tool"}  # fmt: skip
+        return out + _frame(payload, addition)
+
+
+def _interrupt(data: dict[str, Any]) -> dict[str, Any]:
+    """An AG-UI 1.0 ``Interrupt`` from HITL data ``{id, type, prompt, tool_call_id?, options?,
+    schema?}``; ``options`` has no field of its own and travels in ``metadata``."""
+    interrupt: dict[str, Any] = {
+        "id": str(data.get("id") or _new_id("interrupt_")),
+        "reason": str(data.get("type") or "input_required"),
+    }
+    if data.get("prompt") is not None:
+        interrupt["message"] = _as_text(data["prompt"])
+    if data.get("tool_call_id") is not None:
+        interrupt["toolCallId"] = str(data["tool_call_id"])
+    if isinstance(data.get("schema"), dict):
+        interrupt["responseSchema"] = data["schema"]  # 1.0: an object, never a bare boolean
+    if data.get("options") is not None:
+        interrupt["metadata"] = {"options": data["options"]}
+    return interrupt
+
+
+# -- the handler -------------------------------------------------------------------------------
+
+
+class AGUIProtocolHandler(ProtocolHandler):
+    """AG-UI 1.0 runs at ``/ag-ui/agent`` by default: ``RunAgentInput`` in, SSE events out.
+
+    The answer is always ``text/event-stream``, whatever ``Accept`` says: a client asking for
+    the protobuf encoding (``application/vnd.ag-ui.event+proto``) gets SSE, which every AG-UI
+    client reads, as the reference Python ``EventEncoder`` does. Input errors (bad JSON, wrong
+    types, unknown roles) are 400 JSON errors sent before any stream opens; errors after that
+    are ``RUN_ERROR`` events.
+    """
+
+    name = "agui"
+
+    def get_prefix(self) -> str | None:
+        return "/ag-ui/agent"
+
+    def routes(self) -> Sequence[Route]:
+        return (Route("", self.run_agent, ("POST",), "agui.run"),)
+
+    async def run_agent(self, request: Request, send: Send) -> None:
+        data = parse_object(await request.body(), header(request.scope, b"content-type"))
+        agent_request = parse_run_input(data)
+        agent_request.raw_request = request
+        encoder = AGUIStreamEncoder(
+            agent_request.thread_id or "", agent_request.run_id or "", agent_request.parent_run_id
+        )
+
+        async def send_started(message: ASGIMessage) -> None:
+            # RUN_STARTED goes out with the response head, not with the agent's first item.
+            await send(message)
+            if message["type"] == "http.response.start":
+                await send(
+                    {"type": "http.response.body", "body": encoder.start(), "more_body": True}
+                )
+
+        await run_stream(request, send_started, self.invoke(agent_request), encoder)

@@ -6,20 +6,28 @@ worker thread, and so does each ``next()`` of a sync generator. Closing the stre
 as the protocols do when the client goes away) closes the agent's generator where it lives: an
 async one by ``aclose()``, a sync one by ``close()`` in a worker thread, right after the
 ``next()`` in flight returns (a thread cannot be interrupted), so the agent's ``finally`` runs.
+
+Cancellation never waits for a thread: a cancelled run leaves a sync function to finish on its
+own (its result is dropped) and leaves a sync generator's ``next()`` in flight to close the
+generator itself, in its thread, as soon as it returns. So a run stopped by a disconnect or a
+deadline answers at once even while the agent blocks its thread, and the thread goes back to
+the pool when the agent's code lets go of it.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import threading
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Iterator
-from typing import Any, Union
+from typing import Any
 
 import anyio
 import anyio.to_thread
 
 from .models import AgentEvent, AgentRequest, AgentResponse, EventType
 
-StreamItem = Union[str, AgentEvent]
+StreamItem = str | AgentEvent
 AgentFunc = Callable[[AgentRequest], Any]
 
 _DONE = object()
@@ -29,12 +37,51 @@ class AgentOutputError(TypeError):
     """The agent returned or yielded something no protocol can send."""
 
 
-def _next_or_done(iterator: Iterator[Any]) -> Any:
-    # StopIteration cannot cross a thread boundary through a future: turn it into a sentinel.
-    try:
-        return next(iterator)
-    except StopIteration:
-        return _DONE
+class _SyncStepper:
+    """Steps a sync iterator from worker threads, and closes it when no ``next()`` is running.
+
+    ``generator.close()`` cannot interrupt a ``next()`` running in another thread (it raises
+    "generator already executing"), so a close asked for during a step is left to that step,
+    which performs it in its own thread right after ``next()`` returns.
+    """
+
+    __slots__ = ("busy", "closing", "iterator", "lock")
+
+    def __init__(self, iterator: Iterator[Any]) -> None:
+        self.iterator = iterator
+        self.lock = threading.Lock()
+        self.busy = False
+        self.closing = False
+
+    def step(self) -> Any:
+        with self.lock:
+            if self.closing:
+                return _DONE
+            self.busy = True
+        close_now = False
+        try:
+            # StopIteration cannot cross a thread boundary through a future: a sentinel does.
+            return next(self.iterator)
+        except StopIteration:
+            return _DONE
+        finally:
+            with self.lock:
+                self.busy = False
+                close_now = self.closing
+            if close_now:
+                self._close()
+
+    def close(self) -> None:
+        with self.lock:
+            self.closing = True
+            busy = self.busy
+        if not busy:
+            self._close()
+
+    def _close(self) -> None:
+        close = getattr(self.iterator, "close", None)
+        if close is not None:
+            close()
 
 
 def _from_dict(value: dict[str, Any]) -> AgentResponse:
@@ -69,15 +116,20 @@ def _expand(item: Any) -> list[StreamItem]:
 class Invoker:
     """Holds the agent function, and what kind of callable it is, decided once."""
 
-    __slots__ = ("func", "is_async_gen", "is_async")
+    __slots__ = ("func", "is_async", "is_async_gen", "is_sync_gen")
 
     def __init__(self, func: AgentFunc) -> None:
         if not callable(func):
             raise TypeError(f"invoke_agent must be callable, got {type(func).__name__}")
         self.func = func
-        target = func if inspect.isroutine(func) else getattr(func, "__call__", func)  # noqa: B004
+        target: Any = func
+        while isinstance(target, functools.partial):
+            target = target.func
+        if not inspect.isroutine(target):
+            target = getattr(target, "__call__", target)  # noqa: B004
         self.is_async_gen = inspect.isasyncgenfunction(target)
         self.is_async = inspect.iscoroutinefunction(target)
+        self.is_sync_gen = inspect.isgeneratorfunction(target)
 
     async def stream(self, request: AgentRequest) -> AsyncGenerator[StreamItem, None]:
         """Run the agent on ``request``; exceptions from the agent propagate to the caller."""
@@ -87,10 +139,10 @@ class Invoker:
             result = func(request)
         elif self.is_async:
             result = await func(request)
-        elif inspect.isgeneratorfunction(func):
+        elif self.is_sync_gen:
             result = func(request)  # creating a generator runs none of its code
         else:
-            result = await anyio.to_thread.run_sync(func, request)
+            result = await anyio.to_thread.run_sync(func, request, abandon_on_cancel=True)
         while inspect.isawaitable(result):
             result = await result
 
@@ -107,6 +159,12 @@ class Invoker:
                 else:
                     for item in _expand(value):
                         yield item
+        elif isinstance(result, (bytes, bytearray, memoryview)):
+            # Iterable, but of ints: say what was returned, not what iterating it gives.
+            raise AgentOutputError(
+                f"agent returned an unsupported value of type {kind.__name__}; return str"
+                " (decode bytes first), dict, AgentResponse, AgentEvent, or a generator"
+            )
         elif isinstance(result, AsyncIterable):
             iterator = result.__aiter__()
             try:
@@ -121,11 +179,12 @@ class Invoker:
                 if aclose is not None:
                     await aclose()
         elif isinstance(result, Iterable):
-            sync_iterator = iter(result)
+            stepper = _SyncStepper(iter(result))
+            step = stepper.step
             run_sync = anyio.to_thread.run_sync
             try:
                 while True:
-                    value = await run_sync(_next_or_done, sync_iterator)
+                    value = await run_sync(step, abandon_on_cancel=True)
                     if value is _DONE:
                         break
                     if type(value) is str or type(value) is AgentEvent:
@@ -134,10 +193,8 @@ class Invoker:
                         for item in _expand(value):
                             yield item
             finally:
-                close = getattr(sync_iterator, "close", None)
-                if close is not None:
-                    with anyio.CancelScope(shield=True):
-                        await run_sync(close)
+                with anyio.CancelScope(shield=True):
+                    await run_sync(stepper.close)
         else:
             raise AgentOutputError(
                 f"agent returned an unsupported value of type {kind.__name__}; return str, dict,"

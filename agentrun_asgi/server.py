@@ -1,8 +1,13 @@
 """The ASGI entry point: ``AgentRunServer`` is itself an ASGI app.
 
-``__call__`` takes every ASGI scope: ``lifespan`` (startup and shutdown), ``http`` (routed to
-the protocol endpoints through one prefix tree), ``websocket`` (refused cleanly: closed before
-accept, which ASGI servers answer with 403).
+``__call__`` takes every ASGI scope: ``lifespan`` (startup and shutdown), ``http`` (through the
+layers composed at construction, then routed to the protocol endpoints through one prefix
+tree), ``websocket`` (refused cleanly: closed before accept, which ASGI servers answer with 403).
+
+An HTTP request goes, top to bottom (a layer whose feature is off is not in the chain):
+``RequestIdMiddleware`` (id, log tag) -> ``CORSMiddleware`` (preflights, Allow-Origin) ->
+``APIKeyMiddleware`` (401) -> ``RunGuard`` (503 when closing, disconnect watcher, deadline,
+500 boundary) -> ``_dispatch`` (404, 405, body limit, endpoint).
 """
 
 from __future__ import annotations
@@ -11,23 +16,35 @@ import gc
 import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .errors import ClientDisconnect, ProtocolError
 from .invoker import AgentFunc, Invoker
+from .middleware.auth import APIKeyMiddleware, api_keys_from_env
+from .middleware.cors import CORSMiddleware
+from .middleware.guard import Lifecycle, RunGuard
+from .middleware.request_id import RequestIdMiddleware, install_log_filter
+from .protocols.agui import AGUIProtocolHandler
 from .protocols.base import ProtocolHandler
 from .protocols.openai import OpenAIProtocolHandler
 from .requests import DEFAULT_MAX_BODY_SIZE, Request, route_path
 from .responses import JSON_HEADERS, send_bytes, send_error
 from .routing import Route, Router
-from .types import Receive, Scope, Send
+from .types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
+    import uvicorn
     from fastapi import FastAPI
 
 logger = logging.getLogger("agentrun_asgi")
 
 _HEALTH_BODY = b'{"status":"ok"}'
+#: Refused before its body was read: close the connection rather than drain a huge upload.
+_CLOSE = (b"connection", b"close")
+
+Lifespan = Callable[["AgentRunServer"], AbstractAsyncContextManager[Any]]
 
 
 class AgentRunServer:
@@ -36,6 +53,34 @@ class AgentRunServer:
     >>> def invoke_agent(request):
     ...     return "Hello, world!"
     >>> server = AgentRunServer(invoke_agent=invoke_agent)   # POST /v1/chat/completions
+
+    Keyword-only options (safe defaults; a feature that is off costs nothing per request):
+
+    - ``max_body_size``: request bodies beyond this many bytes get 413, checked against
+      ``Content-Length`` before reading and counted while reading a chunked body.
+    - ``health_path``: ``GET`` path answering ``{"status":"ok"}`` (None: no health route). It
+      stays open when API keys are on, and answers 503 once shutdown has begun.
+    - ``on_startup`` / ``on_shutdown``: callables (sync or async) run at ASGI lifespan startup
+      and shutdown, in order.
+    - ``lifespan``: ``lifespan(server)`` returning an async context manager, entered after the
+      startup hooks and exited before the shutdown hooks (a database pool, an HTTP client...).
+      A mapping it yields is merged into the lifespan ``scope["state"]``.
+    - ``request_timeout``: seconds an agent run may take (None: no limit). When it passes the
+      agent is cancelled; a stream ends with the protocol's error frame (code ``timeout``), a
+      non-stream request gets 504.
+    - ``shutdown_grace``: seconds runs in flight get once shutdown begins (new requests get
+      503 at once); streams still running then end with the protocol's error frame (code
+      ``server_shutting_down``), other runs get 503. Under uvicorn, serve with :meth:`start`
+      (or :meth:`uvicorn_server`), which tells the app when shutdown begins; plain
+      ``uvicorn`` only does so after its own ``--timeout-graceful-shutdown``.
+    - ``api_keys``: keys accepted as ``Authorization: Bearer <key>``; None (the default)
+      reads the comma-separated ``AGENTRUN_API_KEYS`` variable, and no keys means no check.
+      A refusal is a 401 with an OpenAI error body (``code: "invalid_api_key"``).
+    - ``cors_origins``: origins allowed to call from a browser (``["*"]`` for any; None: CORS
+      off). ``cors_allow_headers`` (None: whatever the browser asks) and ``cors_max_age``
+      tune the preflight answer.
+    - ``request_id``: give each request an id (a valid incoming ``X-Request-ID`` is kept),
+      echo it as ``x-request-id`` and prefix the server's log lines of that request with it.
     """
 
     def __init__(
@@ -48,15 +93,32 @@ class AgentRunServer:
         health_path: str | None = "/health",
         on_startup: Sequence[Callable[[], Any]] = (),
         on_shutdown: Sequence[Callable[[], Any]] = (),
+        lifespan: Lifespan | None = None,
+        request_timeout: float | None = None,
+        shutdown_grace: float = 10.0,
+        api_keys: Sequence[str] | None = None,
+        cors_origins: Sequence[str] | None = None,
+        cors_allow_headers: Sequence[str] | None = None,
+        cors_max_age: int = 600,
+        request_id: bool = True,
     ) -> None:
         self.invoker = Invoker(invoke_agent)
         self.protocols: list[ProtocolHandler] = (
-            list(protocols) if protocols is not None else [OpenAIProtocolHandler()]
+            list(protocols)
+            if protocols is not None
+            else [OpenAIProtocolHandler(), AGUIProtocolHandler()]
         )
         self.prefix_overrides = dict(prefix_overrides or {})
         self.max_body_size = max_body_size
         self.on_startup = list(on_startup)
         self.on_shutdown = list(on_shutdown)
+        self.lifespan = lifespan
+        self.state: dict[str, Any] = {}
+        self._exit_stack: AsyncExitStack | None = None
+        if shutdown_grace < 0:
+            raise ValueError(f"shutdown_grace must be >= 0, got {shutdown_grace!r}")
+        self.lifecycle = Lifecycle(shutdown_grace)
+        self.api_keys = list(api_keys if api_keys is not None else api_keys_from_env())
 
         routes: list[Route] = []
         if health_path:
@@ -66,6 +128,27 @@ class AgentRunServer:
             prefix = self.prefix_for(handler)
             routes.extend(route.with_prefix(prefix) for route in handler.routes())
         self.router = Router(routes)
+
+        # The layers, outermost first: the order a request meets them in.
+        layers: list[Callable[[ASGIApp], ASGIApp]] = []
+        if request_id:
+            install_log_filter(logger)
+            layers.append(RequestIdMiddleware)
+        if cors_origins:
+            methods = sorted({m for route in self.routes for m in route.methods})
+            layers.append(partial(
+                CORSMiddleware, origins=cors_origins, methods=methods,
+                allow_headers=cors_allow_headers, max_age=cors_max_age,
+                expose_headers=("x-request-id",) if request_id else (),
+            ))  # fmt: skip
+        if self.api_keys:
+            open_paths = [health_path] if health_path else []
+            layers.append(partial(APIKeyMiddleware, keys=self.api_keys, open_paths=open_paths))
+        layers.append(partial(RunGuard, lifecycle=self.lifecycle, timeout=request_timeout))
+        app: ASGIApp = self._dispatch
+        for layer in reversed(layers):
+            app = layer(app)
+        self._http: ASGIApp = app
 
     def prefix_for(self, handler: ProtocolHandler) -> str:
         name = type(handler).__name__
@@ -85,14 +168,15 @@ class AgentRunServer:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
+            await self._lifespan(scope, receive, send)
         elif kind == "websocket":
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": 1008, "reason": "not supported"})
         else:
             raise RuntimeError(f"unsupported ASGI scope type {kind!r}")
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The innermost app: route, then let the endpoint read the body and respond."""
         match = self.router.match(route_path(scope))
         if match is None:
             await send_error(send, ProtocolError(404, f"No route for {scope['path']}.",
@@ -114,6 +198,8 @@ class AgentRunServer:
             await endpoint(request, send)
         except ProtocolError as error:
             # Raised by parsing and validation, before any response was started.
+            if error.status == 413:
+                error.headers = [*(error.headers or ()), _CLOSE]
             await send_error(send, error)
         except ClientDisconnect:
             pass
@@ -121,7 +207,7 @@ class AgentRunServer:
     async def _health(self, request: Request, send: Send) -> None:
         await send_bytes(send, 200, _HEALTH_BODY, JSON_HEADERS)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -131,6 +217,8 @@ class AgentRunServer:
                     logger.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                if self.state and isinstance(scope.get("state"), dict):
+                    scope["state"].update(self.state)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 try:
@@ -143,22 +231,45 @@ class AgentRunServer:
                 return
 
     async def startup(self) -> None:
-        """Run the startup hooks; called by ASGI lifespan (or by a host app's own lifespan)."""
+        """Run the startup hooks and enter ``lifespan``; called by ASGI lifespan (or a host app)."""
+        self.lifecycle.reopen()
         for hook in self.on_startup:
             result = hook()
             if inspect.isawaitable(result):
                 await result
+        if self.lifespan is not None:
+            stack = AsyncExitStack()
+            state = await stack.enter_async_context(self.lifespan(self))
+            self._exit_stack = stack
+            if isinstance(state, Mapping):
+                self.state.update(state)
         self.log_routes()
         # What is alive now lives as long as the process: freezing it keeps full collections
         # from rescanning it on every request's allocation churn.
         gc.collect()
         gc.freeze()
 
+    def begin_shutdown(self) -> None:
+        """Refuse new requests (503) and give runs in flight ``shutdown_grace`` seconds more.
+
+        Call on the event loop; :meth:`shutdown` calls it, and so does the uvicorn server of
+        :meth:`start` as soon as uvicorn begins to shut down.
+        """
+        self.lifecycle.begin_shutdown()
+
     async def shutdown(self) -> None:
-        for hook in self.on_shutdown:
-            result = hook()
-            if inspect.isawaitable(result):
-                await result
+        """Let runs in flight finish (within the grace period), exit ``lifespan``, run hooks."""
+        self.lifecycle.begin_shutdown()
+        await self.lifecycle.drain()
+        stack, self._exit_stack = self._exit_stack, None
+        try:
+            if stack is not None:
+                await stack.aclose()
+        finally:
+            for hook in self.on_shutdown:
+                result = hook()
+                if inspect.isawaitable(result):
+                    await result
 
     # -- running ---------------------------------------------------------------------------
 
@@ -167,20 +278,54 @@ class AgentRunServer:
             methods = ",".join(route.methods)
             logger.info("route %-5s %s (%s)", methods, route.path, route.name)
 
-    def start(
-        self, host: str = "0.0.0.0", port: int = 9000, log_level: str = "info", **uvicorn_kwargs: Any
-    ) -> None:
-        """Serve with uvicorn until interrupted; extra keyword arguments go to ``uvicorn.run``."""
+    def uvicorn_server(self, **config: Any) -> uvicorn.Server:
+        """A ``uvicorn.Server`` for this app that begins the app's shutdown with its own.
+
+        uvicorn sends the lifespan shutdown only once every connection has closed, so on its
+        own it would wait for streams without telling them; this server calls
+        :meth:`begin_shutdown` first. Keyword arguments go to ``uvicorn.Config``; its
+        ``timeout_graceful_shutdown`` defaults to ``shutdown_grace`` plus 5 s, as a backstop.
+        """
         import uvicorn
+
+        app = self
+
+        class Server(uvicorn.Server):
+            async def shutdown(self, sockets: Any = None) -> None:
+                app.begin_shutdown()
+                await super().shutdown(sockets)
+
+        config.setdefault("timeout_graceful_shutdown", int(self.lifecycle.grace + 5))
+        return Server(uvicorn.Config(self, **config))
+
+    def start(
+        self,
+        host: str = "0.0.0.0",
+        port: int = 9000,
+        log_level: str = "info",
+        **uvicorn_kwargs: Any,
+    ) -> None:
+        """Serve with uvicorn until interrupted; extra keyword arguments go to uvicorn's Config."""
         from uvicorn.config import LOGGING_CONFIG
 
         if "log_config" not in uvicorn_kwargs:
-            config = {**LOGGING_CONFIG, "loggers": dict(LOGGING_CONFIG["loggers"])}
+            config: dict[str, Any] = {
+                **LOGGING_CONFIG,
+                "loggers": dict(LOGGING_CONFIG["loggers"]),
+                "handlers": {k: dict(v) for k, v in LOGGING_CONFIG["handlers"].items()},
+            }
             config["loggers"]["agentrun_asgi"] = {
                 "handlers": ["default"], "level": log_level.upper(), "propagate": False,
             }  # fmt: skip
+            # Tag uvicorn's own lines (the access log) with the request id too.
+            config["filters"] = {
+                "request_id": {"()": "agentrun_asgi.middleware.request_id.RequestIdFilter"}
+            }
+            for handler in config["handlers"].values():
+                handler["filters"] = ["request_id"]
             uvicorn_kwargs["log_config"] = config
-        uvicorn.run(self, host=host, port=port, log_level=log_level, **uvicorn_kwargs)
+        server = self.uvicorn_server(host=host, port=port, log_level=log_level, **uvicorn_kwargs)
+        server.run()
 
     def as_fastapi_app(self, **fastapi_kwargs: Any) -> FastAPI:
         """A FastAPI app that forwards every request to this server (FastAPI imported here)."""

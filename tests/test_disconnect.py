@@ -1,0 +1,234 @@
+"""A client that goes away cancels its agent, whatever the agent's shape, stream or not.
+
+Against a real uvicorn: a raw socket sends the request, reads the first frame (or waits for the
+agent to start), then closes. Measured: the time from the close to the agent's ``finally``
+(printed; the design target is 100 ms, the assert only a 2 s bound against hangs), and what is
+left behind: asyncio tasks on the server's loop, worker threads still inside the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import httpx
+import pytest
+from rawhttp import connect, read_until, send_json
+
+from agentrun_asgi import AgentRequest, AgentRunServer
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+AGUI = {"threadId": "t", "runId": "r", "messages": [{"id": "m", "role": "user", "content": "hi"}]}
+SHAPES = ["async_gen", "sync_gen", "async_fn", "sync_fn"]
+
+
+class Probe:
+    """The agent's side of the test: when it started, when its ``finally`` ran."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.finalized = threading.Event()
+        self.finalized_at = 0.0
+
+    def done(self) -> None:
+        self.finalized_at = time.perf_counter()
+        self.finalized.set()
+
+
+def make_agent(shape: str, probe: Probe) -> Callable[[AgentRequest], Any]:
+    if shape == "async_gen":
+
+        async def async_gen(request: AgentRequest) -> AsyncIterator[str]:
+            probe.started.set()
+            try:
+                while True:
+                    yield "tick "
+                    await anyio.sleep(0.01)
+            finally:
+                probe.done()
+
+        return async_gen
+    if shape == "sync_gen":
+
+        def sync_gen(request: AgentRequest) -> Iterator[str]:
+            probe.started.set()
+            try:
+                while True:
+                    yield "tick "
+                    time.sleep(0.01)
+            finally:
+                probe.done()
+
+        return sync_gen
+    if shape == "async_fn":
+
+        async def async_fn(request: AgentRequest) -> str:
+            probe.started.set()
+            try:
+                await anyio.sleep(30)  # an LLM call that takes its time
+                return "late"
+            finally:
+                probe.done()
+
+        return async_fn
+
+    def sync_fn(request: AgentRequest) -> str:
+        probe.started.set()
+        try:
+            time.sleep(0.3)  # blocks its worker thread briefly
+            return "done"
+        finally:
+            probe.done()
+
+    return sync_fn
+
+
+class LoopHandle:
+    """The server's event loop (captured at startup), to count its tasks from the test."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def capture(self) -> None:
+        self.loop = asyncio.get_running_loop()
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def task_count(self) -> int:
+        async def count() -> int:
+            return len(asyncio.all_tasks()) - 1  # minus this one
+
+        return int(self.run(count()))
+
+    def warm_thread_pool(self, n: int = 4) -> None:
+        """Start ``n`` idle worker threads, so that a count of threads is stable afterwards."""
+
+        async def warm() -> None:
+            async with anyio.create_task_group() as tasks:
+                for _ in range(n):
+                    tasks.start_soon(anyio.to_thread.run_sync, time.sleep, 0.05)
+
+        self.run(warm())
+
+
+def threads_inside(code: Any) -> int:
+    """How many threads are executing ``code`` right now."""
+    count = 0
+    for frame in sys._current_frames().values():
+        f: Any = frame
+        while f is not None:
+            if f.f_code is code:
+                count += 1
+                break
+            f = f.f_back
+    return count
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.mark.parametrize("mode", ["stream", "json", "agui"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_disconnect_cancels_agent(serve: Any, shape: str, mode: str) -> None:
+    probe = Probe()
+    agent = make_agent(shape, probe)
+    handle = LoopHandle()
+    server = AgentRunServer(agent, on_startup=[handle.capture])
+    with serve(server) as base:
+        handle.warm_thread_pool()
+        assert httpx.get(base + "/health").status_code == 200
+        time.sleep(0.05)  # let the health connection close
+        tasks_before = handle.task_count()
+        threads_before = threading.active_count()
+
+        sock = connect(base)
+        if mode == "agui":
+            send_json(sock, "/ag-ui/agent", AGUI)
+        else:
+            send_json(sock, "/v1/chat/completions", {**CHAT, "stream": mode == "stream"})
+        if mode == "json":
+            assert probe.started.wait(5)
+        elif shape.endswith("gen"):
+            read_until(sock, b"tick")  # a first content frame
+        else:
+            read_until(sock, b"\r\n\r\n")  # the response head: the agent has no frame yet
+            assert probe.started.wait(5)
+        closed_at = time.perf_counter()
+        sock.close()
+
+        assert probe.finalized.wait(5), "the agent's finally never ran"
+        latency = probe.finalized_at - closed_at
+        ms = latency * 1000
+        print(f"\n[disconnect] {shape:9s} {mode:6s} close -> agent finally: {ms:.1f} ms")
+        assert latency < 2.0
+
+        code = agent.__code__
+        assert wait_for(lambda: threads_inside(code) == 0), "a thread is still in the agent"
+        assert wait_for(lambda: handle.task_count() <= tasks_before), (
+            f"tasks left behind: {handle.task_count()} > {tasks_before}"
+        )
+        assert threading.active_count() <= threads_before
+        # The server goes on serving.
+        assert httpx.get(base + "/v1/models").status_code == 200
+
+
+def test_disconnect_while_body_is_uploading(serve: Any) -> None:
+    """A client gone before its body is complete never reaches the agent."""
+    probe = Probe()
+    with serve(AgentRunServer(make_agent("async_fn", probe))) as base:
+        sock = connect(base)
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"mess")
+        time.sleep(0.2)
+        sock.close()
+        time.sleep(0.2)
+        assert not probe.started.is_set()
+        assert httpx.get(base + "/health").status_code == 200
+
+
+def test_sync_generator_closed_in_its_thread_right_after_next_returns() -> None:
+    """A cancelled run does not wait for a blocked ``next()``; that step closes the generator."""
+    from agentrun_asgi import Invoker
+
+    release = threading.Event()
+    record: dict[str, Any] = {}
+
+    def gen(request: AgentRequest) -> Iterator[str]:
+        record["step_thread"] = threading.current_thread()
+        try:
+            yield "a"
+            record["step_thread"] = threading.current_thread()
+            release.wait(5)  # a slow next(): a model call without a timeout
+            yield "b"
+        finally:
+            record["close_thread"] = threading.current_thread()
+            record["released"] = release.is_set()
+
+    async def main() -> float:
+        stream = Invoker(gen).stream(AgentRequest())
+        assert await stream.__anext__() == "a"
+        started = time.perf_counter()
+        with anyio.move_on_after(0.1):
+            await stream.__anext__()
+        await stream.aclose()
+        return time.perf_counter() - started
+
+    waited = asyncio.run(main())
+    assert waited < 1.0  # the cancellation did not wait for the thread
+    assert "close_thread" not in record  # the generator is still inside next()
+    release.set()
+    assert wait_for(lambda: "close_thread" in record)
+    assert record["released"]
+    assert record["close_thread"] is record["step_thread"]

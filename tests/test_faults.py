@@ -1,0 +1,291 @@
+"""Agent faults never take the server down or leak internals; every error has its protocol's shape.
+
+Each fault is sent to a real uvicorn; the answer must be a clear error (status + body, or the
+protocol's error frame), without a traceback, and the next request must succeed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from rawhttp import sse_payloads
+
+from agentrun_asgi import (
+    AgentEvent,
+    AgentRequest,
+    AgentRunServer,
+    EventType,
+    ProtocolHandler,
+    Request,
+    Route,
+)
+from agentrun_asgi.types import Send
+
+SECRET = "s3cr3t-internal-detail"
+
+
+def _faulty(request: AgentRequest) -> Any:
+    mode = request.messages[-1].text
+
+    def gen() -> Iterator[Any]:
+        yield "partial "
+        if mode == "gen_raise":
+            raise ValueError("generator broke")
+        if mode == "gen_bad_type":
+            yield object()
+        if mode == "gen_set":
+            yield AgentEvent(EventType.TEXT, {"delta": "x"}, addition={"tags": {1, 2}})
+        yield "end"
+
+    if mode == "raise":
+        raise RuntimeError("agent broke")
+    if mode == "bad_return":
+        return 42
+    if mode == "bad_item":
+        return ["ok", object()]
+    if mode == "set_args":
+        return [AgentEvent(EventType.TOOL_CALL, {"id": "c", "name": "f", "args": {1, 2}})]
+    if mode == "set_usage":
+        return [AgentEvent(EventType.TEXT, {"delta": "x", "usage": {"tokens": {1}}})]
+    if mode == "object_data":
+        return [AgentEvent(EventType.CUSTOM, {"name": "n", "value": threading.Lock()})]
+    if mode == "block":
+        time.sleep(0.6)
+        return "slow but fine"
+    if mode.startswith("gen"):
+        return gen()
+    return "fine"
+
+
+class Broken(ProtocolHandler):
+    """Endpoints that fail the way a buggy custom protocol would."""
+
+    def get_prefix(self) -> str | None:
+        return "/broken"
+
+    def routes(self) -> Sequence[Route]:
+        return (Route("/before", self.before, ("GET",)), Route("/after", self.after, ("GET",)))
+
+    async def before(self, request: Request, send: Send) -> None:
+        raise RuntimeError(SECRET)
+
+    async def after(self, request: Request, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": b"half", "more_body": True})
+        raise RuntimeError(SECRET)
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    from conftest import run_server
+
+    from agentrun_asgi import AGUIProtocolHandler, OpenAIProtocolHandler
+
+    server = AgentRunServer(
+        _faulty, protocols=[OpenAIProtocolHandler(), AGUIProtocolHandler(), Broken()]
+    )
+    with run_server(server) as url:
+        yield url
+
+
+def chat(base: str, mode: str, stream: bool = False) -> httpx.Response:
+    body = {"messages": [{"role": "user", "content": mode}], "stream": stream}
+    return httpx.post(base + "/v1/chat/completions", json=body, timeout=10)
+
+
+def agui(base: str, mode: str) -> list[dict[str, Any]]:
+    body = {"threadId": "t", "runId": "r", "messages": [{"role": "user", "content": mode}]}
+    r = httpx.post(base + "/ag-ui/agent", json=body, timeout=10)
+    assert r.status_code == 200
+    assert "Traceback" not in r.text and SECRET not in r.text
+    return [orjson.loads(p) for p in sse_payloads(r.content)]
+
+
+def assert_error(r: httpx.Response, status: int) -> dict[str, Any]:
+    """OpenAI's error body (PROTOCOLS.md, "Errors"), and no traceback."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert "Traceback" not in r.text and SECRET not in r.text
+    body = r.json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    assert error["type"] == ("invalid_request_error" if status < 500 else "server_error")
+    return error  # type: ignore[no-any-return]
+
+
+def assert_still_serving(base: str) -> None:
+    r = chat(base, "hello")
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "fine"
+
+
+FAULTS = ["raise", "bad_return", "bad_item", "set_args", "set_usage", "object_data",
+          "gen_raise", "gen_bad_type", "gen_set"]  # fmt: skip
+# What a protocol never serialises cannot fail it: OpenAI streams send no CUSTOM event and no
+# usage unless asked; a chat.completion has no CUSTOM event and no per-delta additions; AG-UI
+# picks the known token counts out of usage.
+HARMLESS = {
+    "stream": {"set_usage", "object_data"},
+    "json": {"object_data", "gen_set"},
+    "agui": {"set_usage"},
+}
+
+
+@pytest.mark.parametrize("mode", FAULTS)
+def test_stream_fault_ends_with_error_frame(base_url: str, mode: str) -> None:
+    r = chat(base_url, mode, stream=True)
+    assert r.status_code == 200
+    assert "Traceback" not in r.text
+    payloads = sse_payloads(r.content)
+    if mode in HARMLESS["stream"]:
+        assert payloads[-1] == "[DONE]"
+    else:
+        last = orjson.loads(payloads[-1])
+        assert set(last) == {"error"}
+        assert set(last["error"]) == {"message", "type", "param", "code"}
+        assert last["error"]["message"]
+    assert_still_serving(base_url)
+
+
+@pytest.mark.parametrize("mode", FAULTS)
+def test_non_stream_fault_is_500(base_url: str, mode: str) -> None:
+    r = chat(base_url, mode)
+    if mode in HARMLESS["json"]:
+        assert r.status_code == 200
+    else:
+        assert_error(r, 500)
+    assert_still_serving(base_url)
+
+
+@pytest.mark.parametrize("mode", FAULTS)
+def test_agui_fault_is_run_error(base_url: str, mode: str) -> None:
+    events = agui(base_url, mode)
+    assert events[0]["type"] == "RUN_STARTED"
+    if mode in HARMLESS["agui"]:
+        assert events[-1]["type"] == "RUN_FINISHED"
+    else:
+        assert events[-1]["type"] == "RUN_ERROR"
+        assert set(events[-1]) <= {"type", "message", "code", "timestamp", "rawEvent"}
+        assert events[-1]["message"]
+    assert_still_serving(base_url)
+
+
+def test_unserialisable_event_message_is_clear(base_url: str) -> None:
+    events = agui(base_url, "object_data")
+    assert "cannot be sent" in events[-1]["message"]
+
+
+def test_blocking_agent_does_not_block_others(base_url: str) -> None:
+    results: list[httpx.Response] = []
+    blocker = threading.Thread(target=lambda: results.append(chat(base_url, "block")))
+    blocker.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    for _ in range(5):
+        assert_still_serving(base_url)
+    assert time.monotonic() - started < 0.6  # served while the blocker's thread sleeps
+    blocker.join(5)
+    assert results[0].json()["choices"][0]["message"]["content"] == "slow but fine"
+
+
+def test_endpoint_exception_before_response_is_generic_500(
+    base_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = httpx.get(base_url + "/broken/before")
+    error = assert_error(r, 500)
+    assert error["code"] == "internal_error"
+    assert_still_serving(base_url)
+
+
+def test_endpoint_exception_after_response_started(base_url: str) -> None:
+    with httpx.stream("GET", base_url + "/broken/after") as r:
+        assert r.status_code == 200
+        assert r.read() == b"half"  # the body is ended cleanly, nothing leaks
+    assert_still_serving(base_url)
+
+
+def test_traceback_goes_to_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from asgi_driver import call
+
+    server = AgentRunServer(_faulty)
+    body = orjson.dumps({"messages": [{"role": "user", "content": "raise"}]})
+    with caplog.at_level(logging.ERROR, logger="agentrun_asgi"):
+        r = asyncio.run(call(server, "POST", "/v1/chat/completions", body))
+    assert r.status == 500 and b"Traceback" not in r.body
+    assert any(rec.exc_info and "agent broke" in str(rec.exc_info[1]) for rec in caplog.records)
+
+
+# -- the documented error shape, one test per protocol ----------------------------------------
+
+
+def test_openai_error_shape_everywhere(serve: Any) -> None:
+    async def slow(request: AgentRequest) -> AsyncIterator[str]:
+        import anyio
+
+        if request.messages[-1].text == "slow":
+            await anyio.sleep(5)
+        if request.messages[-1].text == "raise":
+            raise RuntimeError("nope")
+        yield "ok"
+
+    server = AgentRunServer(slow, api_keys=["k"], max_body_size=100, request_timeout=0.3)
+    auth = {"Authorization": "Bearer k"}
+    with serve(server) as base:
+        def post(body: Any, **kw: Any) -> httpx.Response:
+            return httpx.post(base + "/v1/chat/completions", json=body, headers=auth, **kw)
+
+        msg = {"messages": [{"role": "user", "content": "slow"}]}
+        assert_error(httpx.post(base + "/v1/chat/completions", json=msg), 401)
+        assert_error(post({"messages": []}), 400)
+        assert_error(post({"messages": [{"role": "user", "content": "x" * 200}]}), 413)
+        assert_error(httpx.get(base + "/nope", headers=auth), 404)
+        assert_error(httpx.delete(base + "/v1/models", headers=auth), 405)
+        assert_error(post(msg), 504)
+        assert_error(post({"messages": [{"role": "user", "content": "raise"}]}), 500)
+        # After a stream has started: one error frame, the same error object.
+        r = post({**msg, "stream": True})
+        frame = orjson.loads(sse_payloads(r.content)[-1])
+        assert set(frame) == {"error"} and set(frame["error"]) == {"message", "type", "param",
+                                                                   "code"}  # fmt: skip
+
+
+def test_agui_error_shape_everywhere(serve: Any) -> None:
+    async def slow(request: AgentRequest) -> AsyncIterator[str]:
+        import anyio
+
+        if request.messages[-1].text == "slow":
+            await anyio.sleep(5)
+        yield "ok"
+
+    server = AgentRunServer(slow, api_keys=["k"], max_body_size=200, request_timeout=0.3)
+    auth = {"Authorization": "Bearer k"}
+    url = "/ag-ui/agent"
+    with serve(server) as base:
+        def post(body: Any, headers: dict[str, str] = auth) -> httpx.Response:
+            return httpx.post(base + url, json=body, headers=headers, timeout=10)
+
+        run = {"threadId": "t", "runId": "r"}
+        # Before the stream: JSON errors, the same shape as OpenAI's.
+        assert_error(post({**run, "messages": []}, headers={}), 401)
+        assert_error(httpx.post(base + url, content=b"{", headers=auth), 400)
+        assert_error(post({**run, "messages": "nope"}), 400)
+        assert_error(post({**run, "messages": [], "state": "x" * 300}), 413)
+        assert_error(httpx.get(base + url, headers=auth), 405)
+        # After RUN_STARTED: RUN_ERROR {message, code?}, the run's last event.
+        r = post({**run, "messages": [{"role": "user", "content": "slow"}]})
+        events = [orjson.loads(p) for p in sse_payloads(r.content)]
+        assert events[0]["type"] == "RUN_STARTED"
+        last = events[-1]
+        assert last["type"] == "RUN_ERROR" and last["code"] == "timeout"
+        assert isinstance(last["message"], str) and last["message"]

@@ -1,0 +1,287 @@
+"""API keys, CORS and request ids: in process for the rules, real uvicorn and clients for the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+from asgi_driver import Response, call
+
+from agentrun_asgi import AgentRequest, AgentRunServer
+from agentrun_asgi.middleware import auth as auth_module
+from agentrun_asgi.middleware import current_request_id
+
+CHAT = orjson.dumps({"messages": [{"role": "user", "content": "hi"}]})
+AGUI = orjson.dumps({"messages": [{"role": "user", "content": "hi"}]})
+JSON = (b"content-type", b"application/json")
+KEY = "sk-test-0123456789"
+ORIGIN = "https://app.example.com"
+
+
+def agent(request: AgentRequest) -> str:
+    return "ok"
+
+
+def run(app: Any, method: str, path: str, body: bytes = b"", /, **headers: str) -> Response:
+    raw = [(k.replace("_", "-").lower().encode(), v.encode()) for k, v in headers.items()]
+    return asyncio.run(call(app, method, path, body, [JSON, *raw]))
+
+
+def assert_401(r: Response) -> dict[str, Any]:
+    assert r.status == 401
+    assert r.header("www-authenticate", ).startswith("Bearer")  # type: ignore[union-attr]
+    body = r.json()
+    assert set(body) == {"error"}
+    assert body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["param"] is None
+    assert body["error"]["code"] == "invalid_api_key"
+    assert body["error"]["message"]
+    return body["error"]  # type: ignore[no-any-return]
+
+
+# -- API keys ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_env_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AGENTRUN_API_KEYS", raising=False)
+
+
+def test_no_keys_no_check(no_env_keys: None) -> None:
+    assert run(AgentRunServer(agent), "POST", "/v1/chat/completions", CHAT).status == 200
+
+
+@pytest.mark.parametrize("authorization", [None, "", "Bearer", "Bearer ", "Basic abc",
+                                           "Bearer wrong", f"Bearer {KEY}x", f"Token {KEY}"])
+def test_refused(no_env_keys: None, authorization: str | None) -> None:
+    server = AgentRunServer(agent, api_keys=[KEY])
+    headers = {} if authorization is None else {"authorization": authorization}
+    for path in ("/v1/chat/completions", "/ag-ui/agent"):
+        error = assert_401(run(server, "POST", path, CHAT, **headers))
+        assert KEY not in error["message"]
+    assert_401(run(server, "GET", "/v1/models", **headers))
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_accepted(no_env_keys: None, scheme: str) -> None:
+    server = AgentRunServer(agent, api_keys=["other", KEY])
+    r = run(server, "POST", "/v1/chat/completions", CHAT, authorization=f"{scheme} {KEY}")
+    assert r.status == 200
+
+
+def test_every_key_is_compared(no_env_keys: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No early exit on the first match: the time taken says nothing about which key."""
+    calls: list[tuple[bytes, bytes]] = []
+    real = auth_module.hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(auth_module.hmac, "compare_digest", spy)
+    server = AgentRunServer(agent, api_keys=[KEY, "k2", "k3"])
+    assert run(server, "POST", "/v1/chat/completions", CHAT,
+               authorization=f"Bearer {KEY}").status == 200  # fmt: skip
+    assert len(calls) == 3
+
+
+def test_health_stays_open(no_env_keys: None) -> None:
+    server = AgentRunServer(agent, api_keys=[KEY])
+    for path in ("/health", "/health/"):
+        assert run(server, "GET", path).status == 200
+    assert run(server, "HEAD", "/health").status == 200
+
+
+def test_keys_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTRUN_API_KEYS", f" {KEY} , second,, ")
+    server = AgentRunServer(agent)
+    assert server.api_keys == [KEY, "second"]
+    assert_401(run(server, "POST", "/v1/chat/completions", CHAT))
+    assert run(server, "POST", "/v1/chat/completions", CHAT,
+               authorization="Bearer second").status == 200  # fmt: skip
+    # An explicit empty list turns the check off, whatever the environment says.
+    assert run(AgentRunServer(agent, api_keys=[]), "POST", "/v1/chat/completions",
+               CHAT).status == 200  # fmt: skip
+
+
+def test_preflight_not_blocked_by_auth(no_env_keys: None) -> None:
+    server = AgentRunServer(agent, api_keys=[KEY], cors_origins=[ORIGIN])
+    r = run(server, "OPTIONS", "/v1/chat/completions", origin=ORIGIN,
+            access_control_request_method="POST",
+            access_control_request_headers="authorization, content-type")  # fmt: skip
+    assert r.status == 204
+    assert r.header("access-control-allow-origin") == ORIGIN
+    # ...and the 401 itself is readable by the page (it carries CORS headers).
+    refused = run(server, "POST", "/v1/chat/completions", CHAT, origin=ORIGIN)
+    assert_401(refused)
+    assert refused.header("access-control-allow-origin") == ORIGIN
+
+
+def test_official_openai_client_with_api_key(serve: Any, no_env_keys: None) -> None:
+    with serve(AgentRunServer(agent, api_keys=[KEY])) as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0)
+        completion = client.chat.completions.create(
+            model="agentrun", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert completion.choices[0].message.content == "ok"
+        chunks = list(client.chat.completions.create(
+            model="agentrun", messages=[{"role": "user", "content": "hi"}], stream=True
+        ))  # fmt: skip
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "ok"
+        assert [m.id for m in client.models.list()] == ["agentrun"]
+
+        wrong = openai.OpenAI(base_url=base + "/v1", api_key="nope", max_retries=0)
+        with pytest.raises(openai.AuthenticationError) as info:
+            wrong.chat.completions.create(model="agentrun",
+                                          messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+        assert info.value.code == "invalid_api_key"
+
+
+# -- CORS --------------------------------------------------------------------------------------
+
+
+def preflight(server: Any, path: str = "/v1/chat/completions", origin: str = ORIGIN,
+              headers: str | None = "content-type, x-stainless-os") -> Response:  # fmt: skip
+    extra = {"origin": origin, "access_control_request_method": "POST"}
+    if headers is not None:
+        extra["access_control_request_headers"] = headers
+    return run(server, "OPTIONS", path, **extra)
+
+
+def test_preflight_answered() -> None:
+    server = AgentRunServer(agent, cors_origins=[ORIGIN], cors_max_age=321)
+    for path in ("/v1/chat/completions", "/ag-ui/agent", "/no/such/route"):
+        r = preflight(server, path)
+        assert r.status == 204 and r.body == b""
+        assert r.header("access-control-allow-origin") == ORIGIN
+        methods = {m.strip() for m in r.header("access-control-allow-methods").split(",")}  # type: ignore[union-attr]
+        assert {"GET", "POST", "OPTIONS"} <= methods
+        assert r.header("access-control-allow-headers") == "content-type, x-stainless-os"
+        assert r.header("access-control-max-age") == "321"
+        assert r.header("vary") == "Origin"
+    assert preflight(server, headers=None).header("access-control-allow-headers") is None
+
+
+def test_preflight_allow_headers_restricted() -> None:
+    server = AgentRunServer(agent, cors_origins=[ORIGIN],
+                            cors_allow_headers=["Content-Type", "Authorization"])  # fmt: skip
+    r = preflight(server, headers="content-type, x-secret, authorization")
+    assert r.header("access-control-allow-headers") == "content-type, authorization"
+
+
+def test_preflight_from_other_origin_gets_no_cors_headers() -> None:
+    server = AgentRunServer(agent, cors_origins=[ORIGIN])
+    r = preflight(server, origin="https://evil.example.com")
+    assert r.status == 403
+    assert r.header("access-control-allow-origin") is None
+    assert r.json()["error"]["code"] == "cors_origin_not_allowed"
+
+
+def test_actual_response_marked_for_allowed_origin_only() -> None:
+    server = AgentRunServer(agent, cors_origins=[ORIGIN + "/"])  # a trailing slash is forgiven
+    r = run(server, "POST", "/v1/chat/completions", CHAT, origin=ORIGIN)
+    assert r.status == 200
+    assert r.header("access-control-allow-origin") == ORIGIN
+    assert r.header("vary") == "Origin"
+    assert r.header("access-control-expose-headers") == "x-request-id"
+    other = run(server, "POST", "/v1/chat/completions", CHAT, origin="https://evil.example.com")
+    assert other.status == 200 and other.header("access-control-allow-origin") is None
+    plain = run(server, "POST", "/v1/chat/completions", CHAT)
+    assert plain.header("access-control-allow-origin") is None
+
+
+def test_any_origin() -> None:
+    server = AgentRunServer(agent, cors_origins=["*"])
+    assert preflight(server, origin="https://x.test").header("access-control-allow-origin") == "*"
+    r = run(server, "GET", "/v1/models", origin="https://y.test")
+    assert r.header("access-control-allow-origin") == "*"
+
+
+def test_cors_off_by_default() -> None:
+    server = AgentRunServer(agent)
+    r = preflight(server)
+    assert r.status == 405  # OPTIONS is not a route; no CORS layer answers it
+    assert r.header("access-control-allow-origin") is None
+    assert run(server, "GET", "/v1/models", origin=ORIGIN).header(
+        "access-control-allow-origin") is None  # fmt: skip
+
+
+def test_streaming_response_carries_cors_over_real_uvicorn(serve: Any) -> None:
+    with serve(AgentRunServer(agent, cors_origins=[ORIGIN])) as base:
+        with httpx.stream("POST", base + "/v1/chat/completions", timeout=10,
+                          json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
+                          headers={"Origin": ORIGIN}) as r:  # fmt: skip
+            assert r.headers["content-type"].startswith("text/event-stream")
+            assert r.headers["access-control-allow-origin"] == ORIGIN
+            assert b"[DONE]" in r.read()
+        r2 = httpx.post(base + "/ag-ui/agent", content=AGUI, headers={"Origin": ORIGIN})
+        assert r2.headers["access-control-allow-origin"] == ORIGIN
+
+
+# -- request ids -------------------------------------------------------------------------------
+
+HEX32 = re.compile(r"[0-9a-f]{32}")
+
+
+def test_request_id_generated() -> None:
+    server = AgentRunServer(agent)
+    ids = {run(server, "GET", "/health").header("x-request-id") for _ in range(3)}
+    assert len(ids) == 3 and all(HEX32.fullmatch(i or "") for i in ids)
+
+
+@pytest.mark.parametrize("incoming", ["abc-123", "A.b_c-9", "x" * 128])
+def test_request_id_honoured(incoming: str) -> None:
+    r = run(AgentRunServer(agent), "POST", "/v1/chat/completions", CHAT, x_request_id=incoming)
+    assert r.header("x-request-id") == incoming
+
+
+@pytest.mark.parametrize("incoming", ["", "x" * 129, "a b", "a\tb", "ab%s", "é", "a/b", "a;b"])
+def test_request_id_replaced_when_invalid(incoming: str) -> None:
+    raw = [JSON, (b"x-request-id", incoming.encode())]
+    r = asyncio.run(call(AgentRunServer(agent), "GET", "/health", b"", raw))
+    assert HEX32.fullmatch(r.header("x-request-id") or "")
+
+
+def test_request_id_on_errors_and_off_switch() -> None:
+    r = run(AgentRunServer(agent), "GET", "/nope", x_request_id="rid-404")
+    assert r.status == 404 and r.header("x-request-id") == "rid-404"
+    assert run(AgentRunServer(agent, request_id=False), "GET", "/health").header(
+        "x-request-id") is None  # fmt: skip
+
+
+def test_request_id_in_log_lines_and_in_agent(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[str | None] = []
+
+    def failing(request: AgentRequest) -> str:
+        seen.append(current_request_id())  # a worker thread inherits the request's context
+        raise RuntimeError("boom")
+
+    server = AgentRunServer(failing)
+    with caplog.at_level(logging.INFO, logger="agentrun_asgi"):
+        r = run(server, "POST", "/v1/chat/completions", CHAT, x_request_id="trace-42")
+    assert r.status == 500
+    assert seen == ["trace-42"]
+    lines = [rec for rec in caplog.records if rec.name == "agentrun_asgi"]
+    assert lines and all(rec.getMessage().startswith("[trace-42] ") for rec in lines)
+    assert all(getattr(rec, "request_id", None) == "trace-42" for rec in lines)
+    assert current_request_id() is None  # reset after the request
+
+
+def test_request_id_over_real_uvicorn(serve: Any) -> None:
+    with serve(AgentRunServer(agent)) as base:
+        r = httpx.get(base + "/v1/models", headers={"X-Request-ID": "edge-7"})
+        assert r.headers["x-request-id"] == "edge-7"
+        with httpx.stream("POST", base + "/v1/chat/completions", timeout=10,
+                          json={"messages": [{"role": "user", "content": "hi"}],
+                                "stream": True}) as s:  # fmt: skip
+            assert HEX32.fullmatch(s.headers["x-request-id"])
+            s.read()
+
+

@@ -1,0 +1,281 @@
+"""Graceful shutdown: new requests get 503, runs in flight get a grace period, then the
+protocol's final error frame; lifespan hooks and the ``lifespan`` context manager run."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+import pytest
+import uvicorn
+from asgi_driver import call
+from rawhttp import sse_payloads
+
+from agentrun_asgi import AgentRequest, AgentRunServer
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+AGUI = {"threadId": "t", "runId": "r", "messages": [{"role": "user", "content": "hi"}]}
+
+
+class Endless:
+    """An agent that streams until it is stopped, and says when its ``finally`` ran."""
+
+    def __init__(self, ticks: int | None = None) -> None:
+        self.ticks = ticks
+        self.started = threading.Event()
+        self.finalized = threading.Event()
+
+    async def agent(self, request: AgentRequest) -> AsyncIterator[str]:
+        self.started.set()
+        try:
+            i = 0
+            while self.ticks is None or i < self.ticks:
+                yield f"t{i} "
+                i += 1
+                await anyio.sleep(0.02)
+        finally:
+            self.finalized.set()
+
+
+class Lifespan:
+    """Drives the ASGI lifespan protocol of an app in the current event loop."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.outbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.scope: dict[str, Any] = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+
+    async def __aenter__(self) -> Lifespan:
+        self.task = asyncio.ensure_future(self.app(self.scope, self.inbox.get, self.outbox.put))
+        await self.inbox.put({"type": "lifespan.startup"})
+        assert (await self.outbox.get())["type"] == "lifespan.startup.complete"
+        return self
+
+    async def shutdown(self) -> dict[str, Any]:
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        message = await self.outbox.get()
+        await self.task
+        return message
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if not self.task.done():
+            await self.shutdown()
+
+
+def chat_body(stream: bool = False) -> bytes:
+    return orjson.dumps({**CHAT, "stream": stream})
+
+
+# -- in process --------------------------------------------------------------------------------
+
+
+def test_new_requests_get_503_after_shutdown() -> None:
+    async def main() -> None:
+        server = AgentRunServer(lambda r: "ok")
+        async with Lifespan(server) as lifespan:
+            assert (await call(server, "GET", "/health")).status == 200
+            assert (await lifespan.shutdown())["type"] == "lifespan.shutdown.complete"
+            for method, path in (("GET", "/health"), ("POST", "/v1/chat/completions")):
+                r = await call(server, method, path, chat_body())
+                assert r.status == 503
+                assert r.header("connection") == "close"
+                error = r.json()["error"]
+                assert error["code"] == "server_shutting_down" and error["type"] == "server_error"
+
+    asyncio.run(main())
+
+
+def test_serving_again_after_a_restart() -> None:
+    async def main() -> None:
+        server = AgentRunServer(lambda r: "ok")
+        async with Lifespan(server):
+            pass
+        async with Lifespan(server):
+            assert (await call(server, "GET", "/health")).status == 200
+
+    asyncio.run(main())
+
+
+def test_lifespan_context_manager_and_hooks_in_order() -> None:
+    log: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: AgentRunServer) -> AsyncIterator[dict[str, Any]]:
+        log.append("enter")
+        yield {"pool": "db"}
+        log.append("exit")
+
+    async def main() -> dict[str, Any]:
+        server = AgentRunServer(lambda r: "ok", lifespan=lifespan,
+                                on_startup=[lambda: log.append("startup")],
+                                on_shutdown=[lambda: log.append("shutdown")])  # fmt: skip
+        async with Lifespan(server) as driver:
+            assert log == ["startup", "enter"]
+            assert server.state == {"pool": "db"}
+        return driver.scope["state"]  # type: ignore[no-any-return]
+
+    state = asyncio.run(main())
+    assert log == ["startup", "enter", "exit", "shutdown"]
+    assert state == {"pool": "db"}
+
+
+def test_failing_lifespan_fails_startup() -> None:
+    @asynccontextmanager
+    async def lifespan(app: AgentRunServer) -> AsyncIterator[None]:
+        raise RuntimeError("no database")
+        yield
+
+    async def main() -> dict[str, Any]:
+        server = AgentRunServer(lambda r: "ok", lifespan=lifespan)
+        driver = Lifespan(server)
+        driver.task = asyncio.ensure_future(server(driver.scope, driver.inbox.get,
+                                                   driver.outbox.put))  # fmt: skip
+        await driver.inbox.put({"type": "lifespan.startup"})
+        return await driver.outbox.get()
+
+    assert asyncio.run(main()) == {"type": "lifespan.startup.failed", "message": "no database"}
+
+
+def test_shutdown_waits_for_a_run_within_grace() -> None:
+    async def slow(request: AgentRequest) -> str:
+        await anyio.sleep(0.3)
+        return "finished"
+
+    async def main() -> None:
+        server = AgentRunServer(slow, shutdown_grace=5)
+        async with Lifespan(server) as lifespan:
+            request = asyncio.ensure_future(call(server, "POST", "/v1/chat/completions",
+                                                 chat_body()))  # fmt: skip
+            await asyncio.sleep(0.05)
+            done = await lifespan.shutdown()
+            assert request.done()  # the lifespan shutdown waited for it
+            r = await request
+            assert done["type"] == "lifespan.shutdown.complete"
+            assert r.status == 200 and r.json()["choices"][0]["message"]["content"] == "finished"
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("protocol", ["openai", "agui", "json"])
+def test_grace_then_final_frame_in_process(protocol: str) -> None:
+    endless = Endless()
+
+    async def main() -> None:
+        server = AgentRunServer(endless.agent, shutdown_grace=0.3)
+        async with Lifespan(server) as lifespan:
+            if protocol == "agui":
+                pending = call(server, "POST", "/ag-ui/agent", orjson.dumps(AGUI))
+            else:
+                pending = call(server, "POST", "/v1/chat/completions",
+                               chat_body(stream=protocol == "openai"))  # fmt: skip
+            request = asyncio.ensure_future(pending)
+            await asyncio.sleep(0.1)
+            started = time.monotonic()
+            await lifespan.shutdown()
+            r = await request
+            assert time.monotonic() - started < 2
+        if protocol == "json":
+            assert r.status == 503
+            assert r.json()["error"]["code"] == "server_shutting_down"
+            return
+        payloads = sse_payloads(r.body)
+        assert len(payloads) > 3  # it streamed during the grace period
+        last = orjson.loads(payloads[-1])
+        if protocol == "agui":
+            assert last["type"] == "RUN_ERROR" and last["code"] == "server_shutting_down"
+        else:
+            assert last["error"]["code"] == "server_shutting_down"
+        assert r.complete
+
+    asyncio.run(main())
+    assert endless.finalized.is_set()
+
+
+# -- real uvicorn ------------------------------------------------------------------------------
+
+
+@contextmanager
+def running(server: uvicorn.Server) -> Iterator[str]:
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        assert not thread.is_alive()
+
+
+def stream_until_shutdown(base: str, uv: uvicorn.Server, path: str, body: Any,
+                          endless: Endless) -> tuple[list[str], float]:  # fmt: skip
+    """Open a stream, read a few frames, make uvicorn exit; the frames and the time to end."""
+    with httpx.stream("POST", base + path, json=body, timeout=15) as r:
+        lines = r.iter_lines()
+        frames = [next(lines) for _ in range(3)]
+        uv.should_exit = True
+        started = time.monotonic()
+        frames += list(lines)
+        elapsed = time.monotonic() - started
+    return [line[5:].strip() for line in frames if line.startswith("data:")], elapsed
+
+
+@pytest.mark.parametrize("path, body", [("/v1/chat/completions", {**CHAT, "stream": True}),
+                                        ("/ag-ui/agent", AGUI)])  # fmt: skip
+def test_uvicorn_shutdown_ends_stream_after_grace(path: str, body: Any) -> None:
+    endless = Endless()
+    hooks: list[str] = []
+    grace = 0.5
+    app = AgentRunServer(endless.agent, shutdown_grace=grace,
+                         on_shutdown=[lambda: hooks.append("shutdown")])  # fmt: skip
+    uv = app.uvicorn_server(host="127.0.0.1", port=0, log_level="warning")
+    with running(uv) as base:
+        payloads, elapsed = stream_until_shutdown(base, uv, path, body, endless)
+        print(f"\n[shutdown] {path}: stream ended {elapsed * 1000:.0f} ms after should_exit "
+              f"(grace {grace * 1000:.0f} ms)")
+        assert elapsed < grace + 2
+        last = orjson.loads(payloads[-1])
+        if path == "/ag-ui/agent":
+            assert last["type"] == "RUN_ERROR" and last["code"] == "server_shutting_down"
+        else:
+            assert last["error"]["code"] == "server_shutting_down"
+        assert endless.finalized.wait(2)
+    assert hooks == ["shutdown"]
+
+
+def test_uvicorn_shutdown_lets_a_short_stream_finish() -> None:
+    endless = Endless(ticks=20)  # about 0.4 s of streaming
+    app = AgentRunServer(endless.agent, shutdown_grace=5)
+    uv = app.uvicorn_server(host="127.0.0.1", port=0, log_level="warning")
+    with running(uv) as base:
+        payloads, _ = stream_until_shutdown(base, uv, "/ag-ui/agent", AGUI, endless)
+        assert orjson.loads(payloads[-1])["type"] == "RUN_FINISHED"
+        with pytest.raises(httpx.TransportError):  # the listener is closed
+            httpx.get(base + "/health", timeout=2)
+
+
+def test_plain_uvicorn_graceful_timeout_still_gets_final_frame() -> None:
+    """``uvicorn --timeout-graceful-shutdown``: uvicorn cancels the request; the frame goes out."""
+    endless = Endless()
+    app = AgentRunServer(endless.agent)
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical",
+                                       timeout_graceful_shutdown=1))  # fmt: skip
+    with running(uv) as base:
+        payloads, elapsed = stream_until_shutdown(
+            base, uv, "/v1/chat/completions", {**CHAT, "stream": True}, endless
+        )
+        assert elapsed < 4
+        assert orjson.loads(payloads[-1])["error"]["code"] == "server_shutting_down"
+        assert endless.finalized.wait(2)

@@ -1,0 +1,107 @@
+"""The benchmark targets send the project's bytes, so that their comparison stays fair.
+
+Each target (the hand-written floor, the Starlette app, the project) is served by a real
+uvicorn; one request per work item is read off a raw socket, and the whole HTTP responses
+(status line, headers, chunk sizes, frames) must be equal once the per-response ids, the
+timestamps and the Date header are blanked. No timing is measured here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # `benchmarks` lives at the repo root, beside the package
+
+pytest.importorskip("starlette")
+
+from conftest import run_server  # noqa: E402
+
+from benchmarks import client, workload  # noqa: E402
+from benchmarks.targets import floor, project, starlette_app  # noqa: E402
+
+WORK = {
+    "json": ("/v1/chat/completions", workload.openai_body(stream=False)),
+    "sse": ("/v1/chat/completions", workload.openai_body(stream=True)),
+    "agui": ("/ag-ui/agent", workload.agui_body()),
+}
+APPS = {"floor": floor.app, "starlette": starlette_app.app, "project": project.app}
+
+_VOLATILE = (
+    (re.compile(rb"date: [^\r]*\r\n", re.I), b""),
+    (re.compile(rb"x-request-id: [0-9a-f]{32}"), b"x-request-id: <id>"),
+    (re.compile(rb"chatcmpl-[0-9a-f]{24}"), b"chatcmpl-<id>"),
+    (re.compile(rb'"created":\d{10}'), b'"created":<t>'),
+    (re.compile(rb'"messageId":"msg_[0-9a-f]{24}"'), b'"messageId":"<id>"'),
+)
+
+
+def normalize(raw: bytes) -> bytes:
+    """Blank what differs between any two responses; replacements keep lengths apart from Date."""
+    for pattern, repl in _VOLATILE:
+        raw = pattern.sub(repl, raw)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def responses() -> Iterator[dict[str, dict[str, client.Response]]]:
+    """Every target's response to every work item (one server per target)."""
+    out: dict[str, dict[str, client.Response]] = {}
+    for name, app in APPS.items():
+        with run_server(app) as base_url:
+            port = int(base_url.rsplit(":", 1)[1])
+            out[name] = {
+                work: asyncio.run(client.fetch(port, "POST", path, body))
+                for work, (path, body) in WORK.items()
+                if work != "agui" or name != "project" or project.HAS_AGUI
+            }
+    yield out
+
+
+def _check_shape(work: str, response: client.Response) -> None:
+    """The floor's answer is the workload's: guards against comparing two wrong answers."""
+    assert response.status == 200, response.raw[:500]
+    tokens = workload.TOKENS
+    if work == "json":
+        assert response.header("content-type") == "application/json"
+        assert b'"content":"' + "".join(tokens).encode() + b'"' in response.body
+        return
+    assert response.header("content-type") == "text/event-stream; charset=utf-8"
+    assert response.header("transfer-encoding") == "chunked"
+    key = b'"content":"' if work == "sse" else b'"delta":"'
+    assert response.body.count(key) == len(tokens)
+    if work == "sse":
+        assert response.body.endswith(b"data: [DONE]\n\n")
+    else:
+        assert response.body.endswith(b'"type":"RUN_FINISHED","threadId":"thread-bench",'
+                                      b'"runId":"run-bench"}\n\n')  # fmt: skip
+
+
+@pytest.mark.parametrize("work", list(WORK))
+@pytest.mark.parametrize("target", ["starlette", "project"])
+def test_same_bytes_as_floor(responses: dict[str, dict[str, Any]], target: str, work: str) -> None:
+    if work not in responses[target]:
+        pytest.skip("the project has no AG-UI handler")
+    reference: client.Response = responses["floor"][work]
+    got: client.Response = responses[target][work]
+    _check_shape(work, reference)
+    assert normalize(got.raw) == normalize(reference.raw)
+    # Same grouping of frames into chunks (one send per token), not only the same text.
+    assert len(got.chunks) == len(reference.chunks)
+
+
+def test_normalize_keeps_content_differences() -> None:
+    """The normaliser blanks ids and times only: a changed token still shows."""
+    a = b'data: {"id":"chatcmpl-' + b"a" * 24 + b'","created":1700000000,"delta":{"content":"x"}}'
+    b = b'data: {"id":"chatcmpl-' + b"b" * 24 + b'","created":1700000001,"delta":{"content":"x"}}'
+    c = b'data: {"id":"chatcmpl-' + b"b" * 24 + b'","created":1700000001,"delta":{"content":"y"}}'
+    assert normalize(a) == normalize(b)
+    assert normalize(a) != normalize(c)

@@ -19,7 +19,15 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+)
+from types import AsyncGeneratorType
 from typing import Any
 
 import anyio
@@ -31,6 +39,7 @@ StreamItem = str | AgentEvent
 AgentFunc = Callable[[AgentRequest], Any]
 
 _DONE = object()
+
 
 
 class AgentOutputError(TypeError):
@@ -95,8 +104,8 @@ def _from_dict(value: dict[str, Any]) -> AgentResponse:
         ) from None
 
 
-def _expand(item: Any) -> list[StreamItem]:
-    """The slow path of item checking: anything but a plain str or AgentEvent."""
+def expand(item: Any) -> list[StreamItem]:
+    """The stream items one raw agent item stands for (the slow path: not a str or AgentEvent)."""
     if item is None:
         return []
     if isinstance(item, str):
@@ -111,6 +120,72 @@ def _expand(item: Any) -> list[StreamItem]:
         f"agent yielded an unsupported value of type {type(item).__name__}; "
         "yield str, AgentEvent or AgentResponse"
     )
+
+
+class _Items:
+    """An async iterator over items already in memory (a returned str, list, AgentResponse)."""
+
+    __slots__ = ("_iterator",)
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self._iterator = iter(items)
+
+    def __aiter__(self) -> _Items:
+        return self
+
+    async def __anext__(self) -> Any:
+        for item in self._iterator:
+            return item
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _step_in_threads(stepper: _SyncStepper) -> AsyncGenerator[Any, None]:
+    step = stepper.step
+    run_sync = anyio.to_thread.run_sync
+    try:
+        while True:
+            value = await run_sync(step, abandon_on_cancel=True)
+            if value is _DONE:
+                return
+            yield value
+    finally:
+        with anyio.CancelScope(shield=True):
+            await run_sync(stepper.close)
+
+
+def iterate(result: Any) -> AsyncIterator[Any]:
+    """An async iterator of raw items over whatever the agent returned."""
+    kind = type(result)
+    if kind is str or kind is AgentEvent:
+        return _Items((result,))
+    if isinstance(result, (str, AgentEvent, AgentResponse, dict)) or result is None:
+        return _Items(expand(result))
+    if isinstance(result, (list, tuple)):
+        return _Items(result)
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        # Iterable, but of ints: say what was returned, not what iterating it gives.
+        raise AgentOutputError(
+            f"agent returned an unsupported value of type {kind.__name__}; return str"
+            " (decode bytes first), dict, AgentResponse, AgentEvent, or a generator"
+        )
+    if isinstance(result, AsyncIterable):
+        return result.__aiter__()
+    if isinstance(result, Iterable):
+        return _step_in_threads(_SyncStepper(iter(result)))
+    raise AgentOutputError(
+        f"agent returned an unsupported value of type {kind.__name__}; return str, dict,"
+        " AgentResponse, AgentEvent, a list of them, or a (sync or async) generator"
+    )
+
+
+async def aclose(items: AsyncIterator[Any]) -> None:
+    """Close an item iterator if it can be closed (async generators: their ``finally`` runs)."""
+    close = getattr(items, "aclose", None)
+    if close is not None:
+        await close()
 
 
 class Invoker:
@@ -131,79 +206,49 @@ class Invoker:
         self.is_async = inspect.iscoroutinefunction(target)
         self.is_sync_gen = inspect.isgeneratorfunction(target)
 
-    async def stream(self, request: AgentRequest) -> AsyncGenerator[StreamItem, None]:
-        """Run the agent on ``request``; exceptions from the agent propagate to the caller."""
+    async def open(self, request: AgentRequest) -> AsyncIterator[Any]:
+        """Call the agent: an async iterator of its raw items, with no layer of our own.
+
+        The hot path: an async generator agent (or an async function returning an async
+        iterator) is iterated directly. Items are not checked here: ``str`` and ``AgentEvent``
+        are ready to encode, anything else goes through :func:`expand`. Exceptions from the
+        agent propagate, from this call or from the iteration.
+        """
         func = self.func
-        result: Any
         if self.is_async_gen:
-            result = func(request)
-        elif self.is_async:
+            return func(request)  # type: ignore[no-any-return]
+        result: Any
+        if self.is_async:
             result = await func(request)
         elif self.is_sync_gen:
             result = func(request)  # creating a generator runs none of its code
         else:
             result = await anyio.to_thread.run_sync(func, request, abandon_on_cancel=True)
+        if type(result) is AsyncGeneratorType:
+            return result  # type: ignore[no-any-return]
         while inspect.isawaitable(result):
             result = await result
+        return iterate(result)
 
-        kind = type(result)
-        if kind is str or kind is AgentEvent:
-            yield result
-        elif isinstance(result, (str, AgentEvent, AgentResponse, dict)) or result is None:
-            for item in _expand(result):
-                yield item
-        elif isinstance(result, (list, tuple)):
-            for value in result:
+    async def stream(self, request: AgentRequest) -> AsyncGenerator[StreamItem, None]:
+        """Run the agent: only ``str`` (text) and ``AgentEvent`` items, every shape expanded.
+
+        The convenient form for custom protocols; closing it closes the agent's generator.
+        """
+        items = await self.open(request)
+        try:
+            async for value in items:
                 if type(value) is str or type(value) is AgentEvent:
                     yield value
                 else:
-                    for item in _expand(value):
+                    for item in expand(value):
                         yield item
-        elif isinstance(result, (bytes, bytearray, memoryview)):
-            # Iterable, but of ints: say what was returned, not what iterating it gives.
-            raise AgentOutputError(
-                f"agent returned an unsupported value of type {kind.__name__}; return str"
-                " (decode bytes first), dict, AgentResponse, AgentEvent, or a generator"
-            )
-        elif isinstance(result, AsyncIterable):
-            iterator = result.__aiter__()
-            try:
-                async for value in iterator:
-                    if type(value) is str or type(value) is AgentEvent:
-                        yield value
-                    else:
-                        for item in _expand(value):
-                            yield item
-            finally:
-                aclose = getattr(iterator, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-        elif isinstance(result, Iterable):
-            stepper = _SyncStepper(iter(result))
-            step = stepper.step
-            run_sync = anyio.to_thread.run_sync
-            try:
-                while True:
-                    value = await run_sync(step, abandon_on_cancel=True)
-                    if value is _DONE:
-                        break
-                    if type(value) is str or type(value) is AgentEvent:
-                        yield value
-                    else:
-                        for item in _expand(value):
-                            yield item
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await run_sync(stepper.close)
-        else:
-            raise AgentOutputError(
-                f"agent returned an unsupported value of type {kind.__name__}; return str, dict,"
-                " AgentResponse, AgentEvent, a list of them, or a (sync or async) generator"
-            )
+        finally:
+            await aclose(items)
 
 
 def event_text(item: StreamItem) -> str | None:
-    """The text delta an item carries, if it is a TEXT item."""
+    """The text delta an item carries if it is a TEXT item (a bare ``str`` or a TEXT event)."""
     if type(item) is str:
         return item  # type: ignore[return-value]
     if isinstance(item, AgentEvent) and item.event == EventType.TEXT:

@@ -15,18 +15,22 @@ The encoder is sans-IO (it turns items into bytes); this module owns the I/O aro
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Generator
+from typing import Any, Protocol
 
 import anyio
 
-from .invoker import StreamItem
+from .invoker import AgentOutputError, StreamItem, aclose, expand
 from .middleware.guard import RUN_KEY, Run, end_body
+from .models import AgentEvent
 from .requests import Request
 from .responses import start_event_stream
 from .types import RawHeaders, Send
 
 logger = logging.getLogger("agentrun_asgi")
+
+#: A burst of ready frames is written once it reaches this many bytes, without waiting for more.
+MAX_CHUNK = 64 * 1024
 
 class StreamEncoder(Protocol):
     """What a protocol's streaming encoder provides (see ``protocols/openai.py``)."""
@@ -57,34 +61,58 @@ def error_message(exc: BaseException) -> str:
 async def run_stream(
     request: Request,
     send: Send,
-    events: AsyncGenerator[StreamItem, None],
+    events: AsyncIterator[Any] | Awaitable[AsyncIterator[Any]],
     encoder: StreamEncoder,
     headers: RawHeaders | None = None,
 ) -> None:
-    """Send ``events`` through ``encoder`` as one streaming 200 response."""
+    """Send the agent's items through ``encoder`` as one streaming 200 response.
+
+    ``events`` is an async iterator of items, or an awaitable giving one (``invoker.open``:
+    the agent is then called after the response head went out, so that its failure is an
+    error frame too). Items that are not ``str`` or ``AgentEvent`` are expanded by
+    :func:`invoker.expand`.
+    """
     run: Run | None = request.scope.get(RUN_KEY)
     await start_event_stream(send, headers)
     if run is not None:
         run.started = True
+    start = getattr(encoder, "start", None)
+    if start is not None:
+        # The run's opening frame goes out with the head, before the agent is even called.
+        await send({"type": "http.response.body", "body": start(), "more_body": True})
+    items: AsyncIterator[Any] | None = None
     try:
-        await _pump(send, events, encoder)
+        if not hasattr(events, "__anext__"):
+            try:
+                events = await events  # type: ignore[misc]
+            except Exception as exc:
+                logger.exception("agent failed during a stream")
+                await _send_last(send, encoder.error(error_message(exc)))
+                return
+        items = events  # type: ignore[assignment]
+        await _pump(send, items, encoder)  # type: ignore[arg-type]
     except anyio.get_cancelled_exc_class():
         with anyio.CancelScope(shield=True):
-            await events.aclose()
+            if items is not None:
+                await aclose(items)
             await _end_stopped(send, encoder, run)
         raise
     except _SendFailed as failed:
         logger.info("client gone (send failed: %r); agent stream closed", failed.__cause__)
         with anyio.CancelScope(shield=True):
-            await events.aclose()
+            await aclose(items)  # type: ignore[arg-type]
         return
     except BaseException:
         with anyio.CancelScope(shield=True):
-            await events.aclose()
+            if items is not None:
+                await aclose(items)
         raise
     # A no-op unless the encoder ended the stream early (the invoker shields its own closing).
-    await events.aclose()
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await aclose(items)
+
+
+async def _send_last(send: Send, tail: bytes) -> None:
+    await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
 async def _end_stopped(send: Send, encoder: StreamEncoder, run: Run | None) -> None:
@@ -105,41 +133,117 @@ async def _end_stopped(send: Send, encoder: StreamEncoder, run: Run | None) -> N
     await end_body(send)
 
 
-async def _pump(
-    send: Send, events: AsyncGenerator[StreamItem, None], encoder: StreamEncoder
-) -> None:
-    encode = encoder.encode
-    try:
-        async for item in events:
+class _Resume:
+    """Awaits the rest of an ``__anext__()`` that was stepped once by hand and suspended.
+
+    What the step yielded (a future, or a trap of another event loop) is passed up to the task
+    driving us, and whatever the task sends or throws back is passed down: the delegation that
+    ``await`` itself performs, resumed after its first step.
+    """
+
+    __slots__ = ("_step", "_yielded")
+
+    def __init__(self, step: Any, yielded: Any) -> None:
+        self._step = step
+        self._yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        step = self._step
+        yielded = self._yielded
+        while True:
             try:
-                data = encode(item)
+                sent = yield yielded
+            except GeneratorExit:
+                step.close()
+                raise
+            except BaseException as exc:  # cancellation included: the step must see it
+                try:
+                    yielded = step.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    yielded = step.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+async def _pump(send: Send, items: AsyncIterator[Any], encoder: StreamEncoder) -> None:
+    """Encode items as they come and write them, coalescing the frames that are ready together.
+
+    Each ``__anext__()`` is first stepped by hand: if the agent has its next item ready, the
+    step returns it at once and its frames join the pending chunk; only when the agent
+    suspends (awaits its model, sleeps) is the pending chunk written, before waiting. So no
+    frame ever waits for another, and a burst of ready items costs one ``send``, not one each.
+    Each frame stays a separate SSE event; ``MAX_CHUNK`` bounds a burst.
+    """
+    encode = encoder.encode
+    anext_ = type(items).__anext__
+    pending: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            step = anext_(items)
+            step_send = getattr(step, "send", None)
+            if step_send is not None:
+                try:
+                    yielded = step_send(None)
+                except StopIteration as ready:
+                    item = ready.value  # ready at once: no await, no write yet
+                    step = None
+                except StopAsyncIteration:
+                    break
+            if step is not None:
+                # The agent suspends (or gave a plain awaitable): write what is ready, then wait.
+                if pending:
+                    await _write(send, b"".join(pending))
+                    pending.clear()
+                    size = 0
+                try:
+                    item = await (step if step_send is None else _Resume(step, yielded))
+                except StopAsyncIteration:
+                    break
+            kind = type(item)
+            try:
+                if kind is str or kind is AgentEvent:
+                    data = encode(item)
+                else:
+                    data = b"".join([encode(one) for one in expand(item)])
+            except AgentOutputError:
+                raise
             except Exception as exc:
                 # orjson refuses what it cannot represent (a set, an arbitrary object...).
                 raise _EncodeFailed(
                     f"the agent emitted an item that cannot be sent: {error_message(exc)}"
                 ) from exc
             if data:
-                try:
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
-                except Exception as exc:
-                    raise _SendFailed from exc
+                pending.append(data)
+                size += len(data)
                 if encoder.done:
+                    await _write(send, b"".join(pending), more=False)
                     return
-        tail = encoder.close()
+                if size >= MAX_CHUNK:
+                    await _write(send, b"".join(pending))
+                    pending.clear()
+                    size = 0
+        pending.append(encoder.close())
     except _SendFailed:
         raise
     except Exception as exc:
         logger.exception("agent failed during a stream")
         try:
-            tail = encoder.error(error_message(exc))
+            pending.append(encoder.error(error_message(exc)))
         except Exception:
             logger.exception("the encoder could not write its error frame")
-            return
-    if tail:
-        try:
-            await send({"type": "http.response.body", "body": tail, "more_body": True})
-        except Exception as exc:
-            raise _SendFailed from exc
+    # The last chunk also ends the body: one write for the tail and the chunked terminator.
+    await _write(send, b"".join(pending), more=False)
+
+
+async def _write(send: Send, data: bytes, more: bool = True) -> None:
+    try:
+        await send({"type": "http.response.body", "body": data, "more_body": more})
+    except Exception as exc:
+        raise _SendFailed from exc
 
 
 class _EncodeFailed(Exception):

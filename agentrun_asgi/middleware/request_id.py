@@ -9,6 +9,7 @@ through anyio inherit, and ``RequestIdFilter`` reads it from there for each log 
 from __future__ import annotations
 
 import binascii
+import itertools
 import logging
 import os
 import re
@@ -19,6 +20,9 @@ from ..types import ASGIApp, ASGIMessage, Receive, Scope, Send
 
 _REQUEST_ID: ContextVar[str | None] = ContextVar("agentrun_request_id", default=None)
 _valid = re.compile(rb"[A-Za-z0-9._-]{1,128}").fullmatch
+# Ids need to be unique, not secret: a random per-process prefix and a counter, no syscall.
+_PREFIX = binascii.hexlify(os.urandom(10))
+_counter = itertools.count(1)
 
 
 def current_request_id() -> str | None:
@@ -62,7 +66,7 @@ class RequestIdMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = header(scope, b"x-request-id")
         if raw is None or _valid(raw) is None:
-            raw = binascii.hexlify(os.urandom(16))
+            raw = b"%s%012x" % (_PREFIX, next(_counter))
         token = _REQUEST_ID.set(raw.decode("ascii"))
         pair = (b"x-request-id", raw)
 

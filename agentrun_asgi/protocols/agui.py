@@ -43,7 +43,7 @@ from ..models import AgentEvent, AgentRequest, EventType, Message, MessageRole, 
 from ..requests import Request, header
 from ..routing import Route
 from ..streaming import run_stream
-from ..types import ASGIMessage, Send
+from ..types import Send
 from .base import ProtocolHandler
 from .validation import invalid, json_type, opt_list, opt_str, parse_object
 
@@ -577,12 +577,5 @@ class AGUIProtocolHandler(ProtocolHandler):
             agent_request.thread_id or "", agent_request.run_id or "", agent_request.parent_run_id
         )
 
-        async def send_started(message: ASGIMessage) -> None:
-            # RUN_STARTED goes out with the response head, not with the agent's first item.
-            await send(message)
-            if message["type"] == "http.response.start":
-                await send(
-                    {"type": "http.response.body", "body": encoder.start(), "more_body": True}
-                )
-
-        await run_stream(request, send_started, self.invoke(agent_request), encoder)
+        # run_stream sends the encoder's start() (RUN_STARTED) right after the response head.
+        await run_stream(request, send, self.invoker.open(agent_request), encoder)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import anyio
 import orjson
 
 from ..errors import ProtocolError
+from ..invoker import aclose, expand
 from ..models import AgentEvent, AgentRequest, EventType, Message, MessageRole, Tool, ToolCall
 from ..requests import Request, header
 from ..responses import JSON_HEADERS, send_bytes, send_error
@@ -421,26 +423,44 @@ class OpenAIProtocolHandler(ProtocolHandler):
         completion_id = "chatcmpl-" + os.urandom(12).hex()
         created = int(time.time())
         model: str = agent_request.model  # type: ignore[assignment]
-        events = self.invoke(agent_request)
         if agent_request.stream:
             encoder = ChatStreamEncoder(completion_id, created, model, include_usage)
-            await run_stream(request, send, events, encoder)
+            await run_stream(request, send, self.invoker.open(agent_request), encoder)
             return
         collector = ChatCompletionCollector()
+        items: AsyncIterator[Any] | None = None
+        payload = b""
         try:
-            async for item in events:
-                collector.add(item)
+            items = await self.invoker.open(agent_request)
+            content = collector.content
+            async for item in items:
+                if type(item) is str:
+                    content.append(item)
+                    continue
+                for event in (item,) if type(item) is AgentEvent else expand(item):
+                    collector.add(event)
                 if collector.error is not None:
                     break
+            if collector.error is None:
+                try:
+                    payload = _dumps(collector.body(completion_id, created, model))
+                except TypeError as exc:
+                    unsendable = f"the agent emitted an item that cannot be sent: {exc}"
+                    collector.error = (unsendable, None)
+                    raise
         except Exception as exc:
             logger.exception("agent failed")
-            collector.error = (error_message(exc), None)
-        finally:
-            await events.aclose()
+            if collector.error is None:
+                collector.error = (error_message(exc), None)
+        except BaseException:
+            if items is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose(items)
+            raise
+        if items is not None:
+            await aclose(items)
         if collector.error is not None:
             message, code = collector.error
             await send_error(send, ProtocolError(500, message, code=code))
             return
-        await send_bytes(
-            send, 200, _dumps(collector.body(completion_id, created, model)), JSON_HEADERS
-        )
+        await send_bytes(send, 200, payload, JSON_HEADERS)

@@ -1,0 +1,631 @@
+"""OpenAI Responses API: ``POST {prefix}/responses`` (JSON, or the ``response.*`` event stream).
+
+Wire format per the OpenAI API reference ("Create a model response", "Streaming events"), checked
+against the official client's types (``openai.types.responses``). The same agent serves it: the
+request becomes an ``AgentRequest(protocol="responses")`` and its events become output items:
+
+- a run of TEXT        -> one ``message`` item with one ``output_text`` part;
+- a run of REASONING   -> one ``reasoning`` item with one ``reasoning_text`` part (the shape
+  open-weight reasoning models use; ``summary`` stays empty);
+- TOOL_CALL / TOOL_CALL_CHUNK -> one ``function_call`` item per call id.
+
+Stream states (one item open at a time, except function calls, which may be open together)::
+
+    (created, in_progress) -> IDLE <-> MESSAGE | REASONING | CALLS -> completed | incomplete
+                                                                    \\-> failed (ERROR event)
+
+Opening an item of another kind closes what is open first, so each item's ``added`` ...
+``done`` events are contiguous except for parallel function calls. Every event carries a
+``sequence_number`` counting from 0; frames are ``event: <type>`` + ``data: <json>``, and the
+stream ends after the terminal event (the Responses API sends no ``[DONE]``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from ..errors import ProtocolError
+from ..models import AgentEvent, AgentRequest, EventType, Message, MessageRole, Tool, ToolCall
+from ..requests import Request, header
+from ..responses import JSON_HEADERS, send_bytes, send_error
+from ..routing import Route
+from ..streaming import error_message, run_stream
+from ..types import Send
+from .base import ProtocolHandler
+from .validation import (
+    invalid,
+    json_type,
+    opt_bool,
+    opt_int,
+    opt_list,
+    opt_number,
+    opt_object,
+    opt_str,
+    parse_object,
+)
+
+logger = logging.getLogger("agentrun_asgi")
+
+DEFAULT_MODEL = "agentrun"
+_dumps = orjson.dumps
+_MESSAGE_ROLES = {
+    "user": MessageRole.USER,
+    "assistant": MessageRole.ASSISTANT,
+    "system": MessageRole.SYSTEM,
+    "developer": MessageRole.DEVELOPER,
+}
+_KNOWN_FIELDS = frozenset(
+    (
+        "model", "input", "instructions", "stream", "tools", "tool_choice", "temperature",
+        "top_p", "max_output_tokens", "user",
+    )
+)  # fmt: skip
+#: Request fields the response object echoes back (API reference, "The response object").
+_ECHOED = ("instructions", "max_output_tokens", "temperature", "top_p", "user",
+           "previous_response_id", "metadata", "truncation")  # fmt: skip
+#: ``response.error.code`` values a client may expect of a server-side failure.
+_ERROR_CODES = frozenset(("server_error", "rate_limit_exceeded", "invalid_prompt"))
+_ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + os.urandom(12).hex()
+
+
+# -- request parsing ---------------------------------------------------------------------------
+
+
+def parse_responses_request(data: dict[str, Any]) -> AgentRequest:
+    """An ``AgentRequest`` from a parsed ``POST /responses`` body."""
+    messages: list[Message] = []
+    instructions = opt_str(data, "instructions")
+    if instructions:
+        messages.append(Message(role=MessageRole.SYSTEM, content=instructions))
+    raw_input = data.get("input")
+    if raw_input is None:
+        invalid("input", "'input' is required: a string or an array of input items.")
+    if isinstance(raw_input, str):
+        messages.append(Message(role=MessageRole.USER, content=raw_input))
+    elif isinstance(raw_input, list):
+        for i, item in enumerate(raw_input):
+            _add_input_item(messages, item, f"input[{i}]")
+    else:
+        invalid("input", f"'input' must be a string or an array, not {json_type(raw_input)}.")
+    return AgentRequest(
+        protocol="responses",
+        messages=messages,
+        model=opt_str(data, "model") or DEFAULT_MODEL,
+        stream=bool(opt_bool(data, "stream")),
+        tools=_parse_tools(opt_list(data, "tools")),
+        tool_choice=_parse_tool_choice(data.get("tool_choice")),
+        temperature=opt_number(data, "temperature"),
+        top_p=opt_number(data, "top_p"),
+        max_tokens=opt_int(data, "max_output_tokens"),
+        user=opt_str(data, "user"),
+        extra={k: v for k, v in data.items() if k not in _KNOWN_FIELDS},
+    )
+
+
+def _add_input_item(messages: list[Message], item: Any, where: str) -> None:
+    """Append the message ``item`` stands for (Chat Completions shape, which agents know)."""
+    if not isinstance(item, dict):
+        invalid(where, f"'{where}' must be an object, not {json_type(item)}.")
+    kind = opt_str(item, "type", f"{where}.type")
+    if kind == "function_call":
+        call = ToolCall(
+            id=_required_str(item, "call_id", where),
+            name=_required_str(item, "name", where),
+            arguments=opt_str(item, "arguments", f"{where}.arguments") or "",
+        )
+        last = messages[-1] if messages else None
+        # Consecutive calls (and the text before them) are one assistant turn in Chat terms.
+        if last is not None and last.role is MessageRole.ASSISTANT:
+            last.tool_calls = [*(last.tool_calls or ()), call]
+        else:
+            messages.append(Message(role=MessageRole.ASSISTANT, tool_calls=[call]))
+        return
+    if kind == "function_call_output":
+        output = item.get("output")
+        if isinstance(output, list):
+            content: str | list[dict[str, Any]] | None = _content_parts(output, f"{where}.output")
+        elif isinstance(output, str):
+            content = output
+        else:
+            invalid(f"{where}.output",
+                    f"'{where}.output' must be a string or an array, not {json_type(output)}.")
+        messages.append(Message(role=MessageRole.TOOL, content=content,
+                                tool_call_id=_required_str(item, "call_id", where)))  # fmt: skip
+        return
+    if kind == "reasoning":
+        return  # a previous answer's reasoning, sent back as context: nothing to tell the agent
+    if kind not in (None, "message"):
+        invalid(f"{where}.type", f"'{where}.type' {kind!r} is not supported; use 'message', "
+                "'function_call' or 'function_call_output'.")  # fmt: skip
+    raw_role = item.get("role")
+    role = _MESSAGE_ROLES.get(raw_role) if isinstance(raw_role, str) else None
+    if role is None:
+        invalid(f"{where}.role", f"'{where}.role' must be one of {', '.join(_MESSAGE_ROLES)}; "
+                f"got {_dumps(raw_role).decode()}.")  # fmt: skip
+    raw_content = item.get("content")
+    if isinstance(raw_content, str):
+        messages.append(Message(role=role, content=raw_content, id=opt_str(item, "id")))
+    elif isinstance(raw_content, list):
+        parts = _content_parts(raw_content, f"{where}.content")
+        messages.append(Message(role=role, content=parts, id=opt_str(item, "id")))
+    else:
+        invalid(f"{where}.content", f"'{where}.content' must be a string or an array, "
+                f"not {json_type(raw_content)}.")  # fmt: skip
+
+
+def _content_parts(raw: list[Any], where: str) -> list[dict[str, Any]]:
+    """Responses content parts as Chat Completions parts, so ``Message.text`` reads them."""
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(raw):
+        at = f"{where}[{j}]"
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            invalid(at, f"'{at}' must be an object with a string 'type'.")
+        kind = part["type"]
+        if kind in ("input_text", "output_text", "text"):
+            text = part.get("text")
+            if not isinstance(text, str):
+                invalid(f"{at}.text", f"'{at}.text' must be a string, not {json_type(text)}.")
+            parts.append({"type": "text", "text": text})
+        elif kind == "input_image" and isinstance(part.get("image_url"), str):
+            image: dict[str, Any] = {"url": part["image_url"]}
+            if part.get("detail") is not None:
+                image["detail"] = part["detail"]
+            parts.append({"type": "image_url", "image_url": image})
+        else:
+            parts.append(part)  # files, refusals, images by file id: the agent's to read
+    return parts
+
+
+def _required_str(item: dict[str, Any], key: str, where: str) -> str:
+    value = opt_str(item, key, f"{where}.{key}")
+    if not value:
+        invalid(f"{where}.{key}", f"'{where}.{key}' is required.")
+    return value
+
+
+def _parse_tools(raw: list[Any] | None) -> list[Tool] | None:
+    if raw is None:
+        return None
+    tools = []
+    for i, item in enumerate(raw):
+        at = f"tools[{i}]"
+        if not isinstance(item, dict):
+            invalid(at, f"'{at}' must be an object, not {json_type(item)}.")
+        kind = opt_str(item, "type", f"{at}.type") or "function"
+        # Responses function tools are flat: {type, name, description, parameters, strict}.
+        name = opt_str(item, "name", f"{at}.name")
+        if kind == "function" and not name:
+            invalid(f"{at}.name", f"'{at}.name' is required for a function tool.")
+        tools.append(
+            Tool(
+                name=name or kind,  # built-in tools (web_search...) have a type and no name
+                description=opt_str(item, "description", f"{at}.description"),
+                parameters=opt_object(item, "parameters", f"{at}.parameters"),
+                type=kind,
+            )
+        )
+    return tools
+
+
+def _parse_tool_choice(value: Any) -> str | dict[str, Any] | None:
+    if value is None or isinstance(value, (str, dict)):
+        return value
+    invalid("tool_choice", f"'tool_choice' must be a string or an object, not {json_type(value)}.")
+
+
+# -- the response object -----------------------------------------------------------------------
+
+
+def response_base(response_id: str, created_at: int, model: str, body: dict[str, Any]
+                  ) -> dict[str, Any]:  # fmt: skip
+    """The fields of the response object that do not change while it runs."""
+    base: dict[str, Any] = {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": "in_progress",
+        "error": None,
+        "incomplete_details": None,
+        "model": model,
+        "output": [],
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "tool_choice": body.get("tool_choice") or "auto",
+        "tools": body.get("tools") or [],
+        "store": False,
+        "text": body.get("text") or {"format": {"type": "text"}},
+        "usage": None,
+    }
+    for key in _ECHOED:
+        base[key] = body.get(key)
+    return base
+
+
+def response_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
+    """The agent's Chat-style usage in the Responses shape (input/output tokens)."""
+    usage = usage or _ZERO_USAGE
+    prompt = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
+    total = int(usage.get("total_tokens") or prompt + completion)
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": total,
+    }
+
+
+def _finish(base: dict[str, Any], output: list[dict[str, Any]], usage: dict[str, Any] | None,
+            finish_reason: str | None) -> dict[str, Any]:  # fmt: skip
+    """The final response object: ``completed``, or ``incomplete`` when the agent ran out."""
+    response = {**base, "output": output, "usage": response_usage(usage),
+                "completed_at": int(time.time())}  # fmt: skip
+    if finish_reason == "length":
+        response["status"] = "incomplete"
+        response["incomplete_details"] = {"reason": "max_output_tokens"}
+    else:
+        response["status"] = "completed"
+    return response
+
+
+def _failure(message: str, code: str | None) -> dict[str, Any]:
+    """``response.error``: its ``code`` is one of a fixed list in the API reference, so an
+    agent's own code (``timeout``, ``agent_error``...) travels in ``type`` next to it."""
+    if code in _ERROR_CODES:
+        return {"code": code, "message": message}
+    error = {"code": "server_error", "message": message}
+    if code:
+        error["type"] = str(code)
+    return error
+
+
+def _message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+    return {"id": item_id, "type": "message", "status": status, "role": "assistant",
+            "content": content}  # fmt: skip
+
+
+def _reasoning_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    return {"id": item_id, "type": "reasoning", "status": status, "summary": [],
+            "content": [{"type": "reasoning_text", "text": text}]}  # fmt: skip
+
+
+def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
+               ) -> dict[str, Any]:  # fmt: skip
+    return {"id": item_id, "type": "function_call", "status": status, "call_id": call_id,
+            "name": name, "arguments": arguments}  # fmt: skip
+
+
+def _args(value: Any) -> str:
+    return value if isinstance(value, str) else _dumps(value).decode()
+
+
+class ResponseCollector:
+    """Gathers a whole run into the ``output`` list of one response object (non-stream)."""
+
+    __slots__ = ("_calls", "_kind", "_parts", "error", "finish_reason", "output", "usage")
+
+    def __init__(self) -> None:
+        self.output: list[dict[str, Any]] = []
+        self._kind: str | None = None  # "message" or "reasoning" while one is being gathered
+        self._parts: list[str] = []
+        self._calls: dict[str, dict[str, Any]] = {}
+        self.usage: dict[str, Any] | None = None
+        self.finish_reason: str | None = None
+        self.error: tuple[str, str | None] | None = None
+
+    def _switch(self, kind: str | None) -> None:
+        if self._kind == kind:
+            return
+        if self._kind is not None:
+            text = "".join(self._parts)
+            make = _message_item if self._kind == "message" else _reasoning_item
+            self.output.append(make(_new_id("msg_" if self._kind == "message" else "rs_"), text))
+            self._parts = []
+        self._kind = kind
+
+    def add(self, item: str | AgentEvent) -> None:
+        if type(item) is str:
+            if item:
+                self._switch("message")
+                self._parts.append(item)
+            return
+        ev: AgentEvent = item  # type: ignore[assignment]
+        data = ev.data
+        if data.get("usage") is not None:
+            self.usage = data["usage"]
+        if data.get("finish_reason") is not None:
+            self.finish_reason = data["finish_reason"]
+        kind = ev.event
+        if kind == EventType.TEXT or kind == EventType.REASONING:
+            delta = data.get("delta")
+            if delta:
+                self._switch("message" if kind == EventType.TEXT else "reasoning")
+                self._parts.append(str(delta))
+        elif kind == EventType.TOOL_CALL or kind == EventType.TOOL_CALL_CHUNK:
+            self._switch(None)
+            args = _args(data.get("args" if kind == EventType.TOOL_CALL else "args_delta", ""))
+            call_id = str(data.get("id") or _new_id("call_"))
+            call = self._calls.get(call_id)
+            if call is None:
+                call = self._calls[call_id] = _call_item(
+                    _new_id("fc_"), call_id, str(data.get("name") or ""), "")
+                self.output.append(call)
+            elif data.get("name") and not call["name"]:
+                call["name"] = str(data["name"])
+            call["arguments"] += args
+        elif kind == EventType.ERROR:
+            self.error = (str(data.get("message") or "agent error"), data.get("code"))
+
+    def response(self, base: dict[str, Any]) -> dict[str, Any]:
+        self._switch(None)
+        return _finish(base, self.output, self.usage, self.finish_reason)
+
+
+# -- the stream encoder ------------------------------------------------------------------------
+
+_IDLE, _MESSAGE, _REASONING, _CALLS = 0, 1, 2, 3
+
+
+class ResponsesStreamEncoder:
+    """Sans-IO encoder of one ``response.*`` event stream (see the module docstring).
+
+    The head of each delta event (type, item id, indexes) is rendered once when its item opens;
+    a delta is then a join of that head, one ``orjson.dumps`` and the sequence number.
+    """
+
+    __slots__ = ("_base", "_calls", "_delta_fields", "_delta_head", "_index", "_item", "_parts",
+                 "_seq", "_state", "done", "finish_reason", "output", "usage")  # fmt: skip
+
+    def __init__(self, base: dict[str, Any]) -> None:
+        self._base = base
+        self._seq = 0
+        self._state = _IDLE
+        self.output: list[dict[str, Any]] = []  # every item opened, in output_index order
+        self._item: dict[str, Any] | None = None  # the open message or reasoning item
+        self._index = 0  # its output_index
+        self._delta_fields: dict[str, Any] = {}  # its delta events' fields but the delta
+        self._parts: list[str] = []
+        self._delta_head = b""
+        self._calls: dict[str, tuple[dict[str, Any], int, bytes]] = {}  # open calls by call id
+        self.usage: dict[str, Any] | None = None
+        self.finish_reason: str | None = None
+        self.done = False
+
+    def _event(self, kind: str, payload: dict[str, Any]) -> bytes:
+        payload["type"] = kind
+        payload["sequence_number"] = self._seq
+        self._seq += 1
+        return b"event: " + kind.encode() + b"\ndata: " + _dumps(payload) + b"\n\n"
+
+    def _delta(self, head: bytes, delta: str) -> bytes:
+        seq = self._seq
+        self._seq += 1
+        return b"".join((head, _dumps(delta), b',"sequence_number":', str(seq).encode(),
+                         b"}\n\n"))  # fmt: skip
+
+    def start(self) -> bytes:
+        """``response.created`` and ``response.in_progress`` (once): sent with the head."""
+        if self._seq:
+            return b""
+        snapshot = self._base
+        return (self._event("response.created", {"response": snapshot})
+                + self._event("response.in_progress", {"response": snapshot}))  # fmt: skip
+
+    # -- items ---------------------------------------------------------------------------------
+
+    def _open_item(self, state: int) -> bytes:
+        """Close what is open, then open a message or reasoning item."""
+        out = self._close_open() if self._state != _IDLE else b""
+        index = len(self.output)
+        if state == _MESSAGE:
+            item = _message_item(_new_id("msg_"), "", "in_progress")
+            part: dict[str, Any] = {"type": "output_text", "text": "", "annotations": [],
+                                    "logprobs": []}  # fmt: skip
+            kind, extra = "response.output_text.delta", b',"logprobs":[]'
+        else:
+            item = _reasoning_item(_new_id("rs_"), "", "in_progress")
+            part = {"type": "reasoning_text", "text": ""}
+            kind, extra = "response.reasoning_text.delta", b""
+        added = {**item, "content": []}
+        self.output.append(item)
+        self._item = item
+        self._index = index
+        self._parts = []
+        self._state = state
+        ids = {"item_id": item["id"], "output_index": index}
+        self._delta_fields = {**ids, "content_index": 0}
+        if state == _MESSAGE:
+            self._delta_fields["logprobs"] = []
+        self._delta_fields["type"] = kind
+        out += self._event("response.output_item.added", {"output_index": index, "item": added})
+        out += self._event("response.content_part.added", {**ids, "content_index": 0,
+                                                          "part": part})  # fmt: skip
+        self._delta_head = b"".join((
+            b"event: ", kind.encode(), b'\ndata: {"type":"', kind.encode(), b'","item_id":',
+            _dumps(item["id"]), b',"output_index":', str(index).encode(),
+            b',"content_index":0', extra, b',"delta":',
+        ))  # fmt: skip
+        return out
+
+    def _close_open(self) -> bytes:
+        if self._state == _CALLS:
+            return b"".join(self._close_call(call_id) for call_id in list(self._calls))
+        item = self._item
+        if item is None:
+            return b""
+        self._item = None
+        self._state = _IDLE
+        text = "".join(self._parts)
+        index = self._index
+        item["status"] = "completed"
+        part = item["content"][0]
+        part["text"] = text
+        ids = {"item_id": item["id"], "output_index": index, "content_index": 0}
+        if item["type"] == "message":
+            out = self._event("response.output_text.done", {**ids, "text": text, "logprobs": []})
+        else:
+            out = self._event("response.reasoning_text.done", {**ids, "text": text})
+        out += self._event("response.content_part.done", {**ids, "part": part})
+        return out + self._event("response.output_item.done", {"output_index": index,
+                                                               "item": item})  # fmt: skip
+
+    def _open_call(self, call_id: str, name: str) -> bytes:
+        out = self._close_open() if self._state != _CALLS else b""
+        self._state = _CALLS
+        index = len(self.output)
+        item = _call_item(_new_id("fc_"), call_id, name, "", "in_progress")
+        self.output.append(item)
+        kind = b"response.function_call_arguments.delta"
+        head = b"".join((b"event: ", kind, b'\ndata: {"type":"', kind, b'","item_id":',
+                         _dumps(item["id"]), b',"output_index":', str(index).encode(),
+                         b',"delta":'))  # fmt: skip
+        self._calls[call_id] = (item, index, head)
+        return out + self._event("response.output_item.added", {"output_index": index,
+                                                                "item": dict(item)})  # fmt: skip
+
+    def _close_call(self, call_id: str) -> bytes:
+        item, index, _ = self._calls.pop(call_id)
+        if not self._calls:
+            self._state = _IDLE
+        item["status"] = "completed"
+        out = self._event("response.function_call_arguments.done", {
+            "item_id": item["id"], "output_index": index, "arguments": item["arguments"]})
+        return out + self._event("response.output_item.done", {"output_index": index,
+                                                               "item": item})  # fmt: skip
+
+    def _call_args(self, call_id: str, name: Any, args: str, whole: bool) -> bytes:
+        out = b""
+        entry = self._calls.get(call_id)
+        if entry is None:
+            out = self._open_call(call_id, str(name or ""))
+            entry = self._calls[call_id]
+        elif name and not entry[0]["name"]:
+            entry[0]["name"] = str(name)
+        if args:
+            entry[0]["arguments"] += args
+            out += self._delta(entry[2], args)
+        if whole:
+            out += self._close_call(call_id)
+        return out
+
+    # -- StreamEncoder -------------------------------------------------------------------------
+
+    def encode(self, item: str | AgentEvent) -> bytes:
+        if type(item) is str:
+            if not item:
+                return b""
+            out = self._open_item(_MESSAGE) if self._state != _MESSAGE else b""
+            self._parts.append(item)
+            return out + self._delta(self._delta_head, item)
+        return self._encode_event(item)  # type: ignore[arg-type]
+
+    def _encode_event(self, ev: AgentEvent) -> bytes:
+        data = ev.data
+        kind = ev.event
+        if data.get("usage") is not None:
+            self.usage = data["usage"]
+        if data.get("finish_reason") is not None:
+            self.finish_reason = data["finish_reason"]
+        if kind == EventType.TEXT or kind == EventType.REASONING:
+            delta = data.get("delta")
+            if not delta:
+                return b""
+            delta = str(delta)
+            state = _MESSAGE if kind == EventType.TEXT else _REASONING
+            out = self._open_item(state) if self._state != state else b""
+            self._parts.append(delta)
+            if ev.addition:
+                return out + self._with_addition(delta, ev.addition)
+            return out + self._delta(self._delta_head, delta)
+        if kind == EventType.TOOL_CALL:
+            call_id = str(data.get("id") or _new_id("call_"))
+            return self._call_args(call_id, data.get("name"), _args(data.get("args", "")), True)
+        if kind == EventType.TOOL_CALL_CHUNK:
+            call_id = str(data.get("id") or _new_id("call_"))
+            return self._call_args(call_id, data.get("name"), _args(data.get("args_delta", "")),
+                                   False)  # fmt: skip
+        if kind == EventType.RAW:
+            raw = str(data.get("raw", ""))
+            return (raw if raw.endswith("\n\n") else raw + "\n\n").encode()
+        if kind == EventType.ERROR:
+            return self.error(str(data.get("message") or "agent error"), data.get("code"))
+        # TOOL_RESULT, STATE, CUSTOM, HITL: the Responses API has no place for them.
+        return b""
+
+    def _with_addition(self, delta: str, addition: dict[str, Any]) -> bytes:
+        """A delta event with the agent's extra fields merged in (the slow path)."""
+        payload = {**self._delta_fields, "delta": delta, **addition}
+        return self._event(payload.pop("type"), payload)
+
+    def close(self) -> bytes:
+        out = self._close_open()
+        response = _finish(self._base, self.output, self.usage, self.finish_reason)
+        self.done = True
+        kind = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
+        return out + self._event(kind, {"response": response})
+
+    def error(self, message: str, code: str | None = None) -> bytes:
+        """``response.failed``, with what was produced so far; the stream ends."""
+        if self.done:
+            return b""
+        self.done = True
+        if self._item is not None:
+            self._item["content"][0]["text"] = "".join(self._parts)  # what was streamed of it
+        response = {**self._base, "status": "failed", "output": self.output,
+                    "error": _failure(message, code)}  # fmt: skip
+        return self._event("response.failed", {"response": response})
+
+
+# -- the handler -------------------------------------------------------------------------------
+
+
+class OpenAIResponsesProtocolHandler(ProtocolHandler):
+    """The Responses API at ``/v1/responses`` (next to Chat Completions' ``/v1`` routes)."""
+
+    name = "responses"
+
+    def get_prefix(self) -> str | None:
+        return "/v1"
+
+    def routes(self) -> Sequence[Route]:
+        return (Route("/responses", self.create_response, ("POST",), "openai.responses"),)
+
+    async def create_response(self, request: Request, send: Send) -> None:
+        data = parse_object(await request.body(), header(request.scope, b"content-type"))
+        agent_request = parse_responses_request(data)
+        agent_request.raw_request = request
+        model: str = agent_request.model  # type: ignore[assignment]
+        base = response_base(_new_id("resp_"), int(time.time()), model, data)
+        if agent_request.stream:
+            # run_stream sends start() (response.created, in_progress) right after the head.
+            encoder = ResponsesStreamEncoder(base)
+            await run_stream(request, send, self.invoker.open(agent_request), encoder)
+            return
+        events = self.invoke(agent_request)
+        collector = ResponseCollector()
+        try:
+            async for item in events:
+                collector.add(item)
+                if collector.error is not None:
+                    break
+        except Exception as exc:
+            logger.exception("agent failed")
+            collector.error = (error_message(exc), None)
+        finally:
+            await events.aclose()
+        if collector.error is not None:
+            message, code = collector.error
+            await send_error(send, ProtocolError(500, message, code=code))
+            return
+        await send_bytes(send, 200, _dumps(collector.response(base)), JSON_HEADERS)

@@ -1,0 +1,1 @@
+"""Importable ASGI apps that the tests serve from separate server processes."""

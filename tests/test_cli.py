@@ -1,0 +1,125 @@
+"""The command line, run as users run it: ``python -m agentrun_asgi`` and ``agentrun-asgi``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from apps.process import ROOT, free_port, server_process
+
+from agentrun_asgi.cli import build_parser, describe
+from agentrun_asgi.loader import default_app
+
+TARGET = "tests.apps.agent_app:invoke_agent"
+USER = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "AGENTRUN_AGENT"}
+    return subprocess.run(
+        [sys.executable, "-m", "agentrun_asgi", *args], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=30,
+    )  # fmt: skip
+
+
+def test_serve_target_prints_routes_and_answers() -> None:
+    port = free_port()
+    with server_process(["-m", "agentrun_asgi", "serve", TARGET, "--port", str(port),
+                         "--log-level", "warning"], port) as proc:  # fmt: skip
+        r = httpx.post(proc.base_url + "/v1/chat/completions", json=USER, timeout=10)
+        output = proc.output()
+    assert r.status_code == 200
+    assert r.json()["choices"][0]["message"]["content"] == "Hello from agent_app: hi"
+    assert f"serving {TARGET} on http://127.0.0.1:{port}" in output
+    assert f"POST  http://127.0.0.1:{port}/v1/chat/completions  (openai.chat_completions)" in output
+    assert f"http://127.0.0.1:{port}/ag-ui/agent" in output
+    assert f"curl -N http://127.0.0.1:{port}/v1/chat/completions" in output
+
+
+def test_serve_without_target_is_the_demo() -> None:
+    port = free_port()
+    with server_process(["-m", "agentrun_asgi", "serve", "--port", str(port),
+                         "--log-level", "warning"], port,
+                        env={"AGENTRUN_DEMO_DELAY": "0"}) as proc:  # fmt: skip
+        r = httpx.post(proc.base_url + "/v1/chat/completions", json=USER, timeout=10)
+        output = proc.output()
+    message = r.json()["choices"][0]["message"]
+    assert message["tool_calls"][0]["function"]["name"] == "get_time"
+    assert "the demo agent" in output
+
+
+def test_serve_with_workers_uses_the_env_var() -> None:
+    """Two uvicorn workers, each importing ``agentrun_asgi:app`` with AGENTRUN_AGENT set."""
+    port = free_port()
+    with server_process(["-m", "agentrun_asgi", "serve", TARGET, "--port", str(port),
+                         "--workers", "2", "--log-level", "warning"], port) as proc:  # fmt: skip
+        answers = {
+            httpx.post(proc.base_url + "/v1/chat/completions", json=USER, timeout=10)
+            .json()["choices"][0]["message"]["content"] for _ in range(4)
+        }  # fmt: skip
+    assert answers == {"Hello from agent_app: hi"}
+
+
+def test_console_script() -> None:
+    script = shutil.which("agentrun-asgi", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the agentrun-asgi script is not installed (pip install -e .)")
+    port = free_port()
+    # No PYTHONPATH: the script itself must make the working directory's modules importable.
+    with server_process([script, "serve", TARGET, "--port", str(port), "--log-level", "warning"],
+                        port, env={"PYTHONPATH": ""}) as proc:  # fmt: skip
+        r = httpx.post(proc.base_url + "/v1/chat/completions", json=USER, timeout=10)
+    assert r.json()["choices"][0]["message"]["content"] == "Hello from agent_app: hi"
+    help_out = subprocess.run([script, "serve", "--help"], capture_output=True, text=True,
+                              timeout=30, cwd=ROOT)  # fmt: skip
+    assert help_out.returncode == 0 and "--workers" in help_out.stdout
+
+
+def test_help() -> None:
+    top = run_cli("--help")
+    assert top.returncode == 0 and "serve" in top.stdout
+    serve = run_cli("serve", "--help")
+    assert serve.returncode == 0
+    for option in ("--host", "--port", "--workers", "--reload", "--log-level", "package.module"):
+        assert option in serve.stdout, option
+    bare = run_cli()
+    assert bare.returncode == 2 and "serve" in bare.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("no_such_module_xyz:agent", "cannot import module 'no_such_module_xyz'"),
+        ("tests.apps.agent_app", "expected 'package.module:function'"),
+        ("tests.apps.agent_app:missing", "has no 'missing'"),
+        ("tests.apps.agent_app:ANSWER", "is a str, not a function"),
+    ],
+)
+def test_bad_target_exits_non_zero(target: str, message: str) -> None:
+    result = run_cli("serve", target, "--port", str(free_port()))
+    assert result.returncode == 2
+    assert result.stderr.startswith("agentrun-asgi: error: "), result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_bad_option_exits_non_zero() -> None:
+    assert run_cli("serve", "--port", "nope").returncode == 2
+    assert run_cli("serve", "--workers", "0").returncode == 2
+    assert run_cli("serve", "--log-level", "loud").returncode == 2
+
+
+def test_describe_for_a_wildcard_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AGENTRUN_AGENT", raising=False)
+    text = describe(default_app(), "0.0.0.0", 8123)
+    assert "http://127.0.0.1:8123/v1/chat/completions" in text
+    assert build_parser().parse_args(["serve"]).port == 9000

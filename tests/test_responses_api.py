@@ -1,0 +1,345 @@
+"""The OpenAI Responses API (``POST /v1/responses``) against a real uvicorn and the official client.
+
+Every streamed event is validated with the client's own ``ResponseStreamEvent`` union, and the
+client's ``responses.stream()`` helper (which rebuilds the response from the events and raises on
+an out-of-order or unfinished item) reads the same streams.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any, get_args
+
+import httpx
+import openai
+import orjson
+import pytest
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
+
+from agentrun_asgi import (
+    AgentEvent,
+    AgentRequest,
+    AgentResponse,
+    AgentRunServer,
+    AGUIProtocolHandler,
+    EventType,
+    MessageRole,
+    OpenAIProtocolHandler,
+)
+from agentrun_asgi.protocols.responses import (
+    OpenAIResponsesProtocolHandler,
+    ResponsesStreamEncoder,
+    response_base,
+)
+
+#: Each event model of the client by its ``type``, so a failure names the one model it broke.
+EVENT_MODELS: dict[str, Any] = {
+    get_args(model.model_fields["type"].annotation)[0]: model
+    for model in get_args(get_args(ResponseStreamEvent)[0])
+}
+RESPONSE = TypeAdapter(Response)
+E = AgentEvent
+T = EventType
+
+
+def make_server(agent: Any) -> AgentRunServer:
+    return AgentRunServer(
+        agent,
+        protocols=[OpenAIProtocolHandler(), AGUIProtocolHandler(),
+                   OpenAIResponsesProtocolHandler()],
+    )  # fmt: skip
+
+
+def client(base: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=10)
+
+
+async def rich_agent(request: AgentRequest) -> AsyncIterator[str | AgentEvent]:
+    yield E(T.REASONING, {"delta": "let me "})
+    yield E(T.REASONING, {"delta": "think"})
+    yield "Hello, "
+    yield request.messages[-1].text
+    yield E(T.TEXT, {"delta": "", "usage": {"prompt_tokens": 3, "completion_tokens": 4,
+                                            "total_tokens": 7}})  # fmt: skip
+
+
+def parse_events(body: bytes) -> list[dict[str, Any]]:
+    """``event: <type>`` / ``data: <json>`` frames; the event line must match the data's type."""
+    assert body.endswith(b"\n\n")
+    events = []
+    for frame in body.split(b"\n\n")[:-1]:
+        event_line, data_line = frame.split(b"\n")
+        assert event_line.startswith(b"event: ") and data_line.startswith(b"data: "), frame
+        event = orjson.loads(data_line[6:])
+        assert event["type"] == event_line[7:].decode()
+        EVENT_MODELS[event["type"]].model_validate(event)
+        events.append(event)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    return events
+
+
+# -- the encoder alone -------------------------------------------------------------------------
+
+
+def encode(items: list[Any]) -> list[dict[str, Any]]:
+    encoder = ResponsesStreamEncoder(response_base("resp_1", 0, "m", {}))
+    out = encoder.start()
+    assert encoder.start() == b""  # once, whoever calls it
+    for item in items:
+        out += encoder.encode(item)
+        if encoder.done:
+            break
+    if not encoder.done:
+        out += encoder.close()
+    return parse_events(out)
+
+
+def test_encoder_item_order() -> None:
+    events = encode([E(T.REASONING, {"delta": "r"}), "a", "b",
+                     E(T.TOOL_CALL, {"id": "c1", "name": "f", "args": '{"x":1}'}), "z"])
+    assert [e["type"] for e in events] == [
+        "response.created", "response.in_progress",
+        "response.output_item.added", "response.content_part.added",
+        "response.reasoning_text.delta", "response.reasoning_text.done",
+        "response.content_part.done", "response.output_item.done",
+        "response.output_item.added", "response.content_part.added",
+        "response.output_text.delta", "response.output_text.delta", "response.output_text.done",
+        "response.content_part.done", "response.output_item.done",
+        "response.output_item.added", "response.function_call_arguments.delta",
+        "response.function_call_arguments.done", "response.output_item.done",
+        "response.output_item.added", "response.content_part.added",
+        "response.output_text.delta", "response.output_text.done",
+        "response.content_part.done", "response.output_item.done",
+        "response.completed",
+    ]  # fmt: skip
+    final = events[-1]["response"]
+    assert final["status"] == "completed"
+    assert [item["type"] for item in final["output"]] == [
+        "reasoning", "message", "function_call", "message"]
+    assert final["output"][1]["content"][0]["text"] == "ab"
+    assert final["output"][2]["arguments"] == '{"x":1}' and final["output"][2]["call_id"] == "c1"
+    # Each item event names the output_index the item was added at.
+    for event in events:
+        if "output_index" in event and "item" in event:
+            assert final["output"][event["output_index"]]["id"] == event["item"]["id"]
+
+
+def test_encoder_parallel_chunked_calls_and_addition() -> None:
+    events = encode([
+        E(T.TOOL_CALL_CHUNK, {"id": "a", "name": "fa", "args_delta": "{"}),
+        E(T.TOOL_CALL_CHUNK, {"id": "b", "name": "fb", "args_delta": "["}),
+        E(T.TOOL_CALL_CHUNK, {"id": "a", "args_delta": "}"}),
+        E(T.TOOL_CALL_CHUNK, {"id": "b", "args_delta": "]"}),
+        E(T.TEXT, {"delta": "t"}, addition={"obfuscation": "xy"}),
+    ])
+    final = events[-1]["response"]
+    calls = [item for item in final["output"] if item["type"] == "function_call"]
+    assert [(c["call_id"], c["name"], c["arguments"]) for c in calls] == [
+        ("a", "fa", "{}"), ("b", "fb", "[]")]
+    deltas = [e for e in events if e["type"] == "response.output_text.delta"]
+    assert deltas[0]["obfuscation"] == "xy" and deltas[0]["delta"] == "t"
+    # Both calls are done before the message opens.
+    kinds = [e["type"] for e in events]
+    assert kinds.index("response.function_call_arguments.done") < kinds.index(
+        "response.content_part.added")
+
+
+def test_encoder_error_and_length() -> None:
+    failed = encode(["partial", E(T.ERROR, {"message": "boom", "code": "agent_error"}), "never"])
+    assert failed[-1]["type"] == "response.failed"
+    response = failed[-1]["response"]
+    assert response["status"] == "failed"
+    assert response["error"] == {"code": "server_error", "message": "boom", "type": "agent_error"}
+    assert response["output"][0]["content"][0]["text"] == "partial"
+    cut = encode(["a", E(T.TEXT, {"delta": "", "finish_reason": "length"})])
+    assert cut[-1]["type"] == "response.incomplete"
+    assert cut[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+
+
+# -- end to end with the official client -------------------------------------------------------
+
+
+def test_non_stream_output_text(serve: Any) -> None:
+    seen: list[AgentRequest] = []
+
+    async def agent(request: AgentRequest) -> AsyncIterator[str | AgentEvent]:
+        seen.append(request)
+        async for item in rich_agent(request):
+            yield item
+
+    with serve(make_server(agent)) as base:
+        response = client(base).responses.create(
+            model="my-model", input="world", instructions="Be brief.", temperature=0.5,
+            max_output_tokens=50, metadata={"k": "v"},
+        )  # fmt: skip
+    RESPONSE.validate_python(response.model_dump())
+    assert response.output_text == "Hello, world"
+    assert response.object == "response" and response.id.startswith("resp_")
+    assert response.status == "completed" and response.model == "my-model"
+    assert [item.type for item in response.output] == ["reasoning", "message"]
+    assert response.output[0].content[0].text == "let me think"  # type: ignore[union-attr,index]
+    assert response.usage is not None and response.usage.total_tokens == 7
+    assert response.usage.input_tokens == 3 and response.usage.output_tokens == 4
+    assert response.instructions == "Be brief." and response.metadata == {"k": "v"}
+    request = seen[0]
+    assert request.protocol == "responses" and request.model == "my-model"
+    assert [(m.role, m.text) for m in request.messages] == [
+        (MessageRole.SYSTEM, "Be brief."), (MessageRole.USER, "world")]
+    assert request.temperature == 0.5 and request.max_tokens == 50 and not request.stream
+    assert request.extra == {"metadata": {"k": "v"}}
+
+
+def test_stream_events_and_final_text(serve: Any) -> None:
+    with serve(make_server(rich_agent)) as base:
+        oai = client(base)
+        events = list(oai.responses.create(model="m", input="stream", stream=True))
+        # The client's accumulating helper rebuilds the response and checks item identities.
+        with oai.responses.stream(model="m", input="stream") as stream:
+            helper_deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+            final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed"
+    for once in ("response.created", "response.in_progress", "response.completed"):
+        assert kinds.count(once) == 1, once
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    for needed in ("response.output_item.added", "response.content_part.added",
+                   "response.output_text.delta", "response.output_text.done",
+                   "response.content_part.done", "response.output_item.done",
+                   "response.reasoning_text.delta"):  # fmt: skip
+        assert needed in kinds, needed
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "Hello, stream"
+    done = next(e for e in events if e.type == "response.output_text.done")
+    assert done.text == "Hello, stream"
+    completed = events[-1].response  # type: ignore[union-attr]
+    assert completed.output_text == "Hello, stream" and completed.status == "completed"
+    assert completed.id == events[0].response.id  # type: ignore[union-attr]
+    assert "".join(helper_deltas) == "Hello, stream"
+    assert final.output_text == "Hello, stream"
+
+
+def test_function_call_via_events(serve: Any) -> None:
+    seen: list[AgentRequest] = []
+
+    async def agent(request: AgentRequest) -> AsyncIterator[AgentEvent]:
+        seen.append(request)
+        yield E(T.TOOL_CALL_CHUNK, {"id": "call_w", "name": "get_weather",
+                                    "args_delta": '{"city":'})  # fmt: skip
+        yield E(T.TOOL_CALL_CHUNK, {"id": "call_w", "args_delta": '"Paris"}'})
+
+    tools = [{"type": "function", "name": "get_weather", "description": "Weather now.",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+              "strict": False}]  # fmt: skip
+    with serve(make_server(agent)) as base:
+        oai = client(base)
+        events = list(oai.responses.create(model="m", input="weather?", tools=tools,  # type: ignore[arg-type]
+                                           stream=True))  # fmt: skip
+        whole = oai.responses.create(model="m", input="weather?", tools=tools)  # type: ignore[arg-type]
+    deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    assert deltas == ['{"city":', '"Paris"}']
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert done.arguments == '{"city":"Paris"}'
+    added = next(e for e in events if e.type == "response.output_item.added")
+    assert added.item.type == "function_call" and added.item.name == "get_weather"
+    assert added.item.call_id == "call_w" and added.item.arguments == ""
+    call = whole.output[0]
+    assert call.type == "function_call" and call.call_id == "call_w"
+    assert call.arguments == '{"city":"Paris"}'
+    assert whole.tools[0].name == "get_weather"  # type: ignore[union-attr]
+    tool = seen[0].tools[0]  # type: ignore[index]
+    assert (tool.name, tool.type, tool.description) == ("get_weather", "function", "Weather now.")
+
+
+def test_input_items_round_trip(serve: Any) -> None:
+    """A second turn sends the call and its output back; the agent sees Chat-shaped messages."""
+    seen: list[AgentRequest] = []
+
+    def agent(request: AgentRequest) -> AgentResponse:
+        seen.append(request)
+        return AgentResponse(content="It is sunny.")
+
+    items: list[Any] = [
+        {"role": "developer", "content": "Use tools."},
+        {"type": "message", "role": "user",
+         "content": [{"type": "input_text", "text": "weather?"},
+                     {"type": "input_image", "image_url": "https://example.invalid/a.png"}]},
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {"type": "function_call", "call_id": "call_w", "name": "get_weather",
+         "arguments": '{"city":"Paris"}'},
+        {"type": "function_call_output", "call_id": "call_w", "output": "sunny"},
+    ]  # fmt: skip
+    with serve(make_server(agent)) as base:
+        response = client(base).responses.create(model="m", input=items)
+    assert response.output_text == "It is sunny."
+    messages = seen[0].messages
+    assert [m.role for m in messages] == [MessageRole.DEVELOPER, MessageRole.USER,
+                                          MessageRole.ASSISTANT, MessageRole.TOOL]  # fmt: skip
+    assert messages[1].text == "weather?"
+    assert messages[1].content[1] == {"type": "image_url",  # type: ignore[index]
+                                      "image_url": {"url": "https://example.invalid/a.png"}}
+    call = messages[2].tool_calls[0]  # type: ignore[index]
+    assert (call.id, call.name, call.arguments) == ("call_w", "get_weather", '{"city":"Paris"}')
+    assert (messages[3].tool_call_id, messages[3].content) == ("call_w", "sunny")
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b"not json", None),
+        (b"[]", None),
+        (b"{}", "input"),
+        (b'{"input": 5}', "input"),
+        (b'{"input": [{"role": "robot", "content": "x"}]}', "input[0].role"),
+        (b'{"input": [{"type": "function_call", "name": "f"}]}', "input[0].call_id"),
+        (b'{"input": "x", "stream": "yes"}', "stream"),
+        (b'{"input": "x", "tools": [{"type": "function"}]}', "tools[0].name"),
+        (b'{"input": [{"type": "web_search_call"}]}', "input[0].type"),
+    ],
+)
+def test_bad_input_is_400_json(serve: Any, body: bytes, param: str | None) -> None:
+    with serve(make_server(rich_agent)) as base:
+        r = httpx.post(base + "/v1/responses", content=body,
+                       headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
+    assert error["param"] == param
+
+
+def test_bad_input_through_the_client(serve: Any) -> None:
+    with serve(make_server(rich_agent)) as base:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client(base).responses.create(model="m", input=[{"role": "robot", "content": "x"}])  # type: ignore[list-item,misc]
+    assert caught.value.status_code == 400
+    assert caught.value.body["param"] == "input[0].role"  # type: ignore[index]
+
+
+def test_agent_failure(serve: Any) -> None:
+    async def agent(request: AgentRequest) -> AsyncIterator[str]:
+        yield "half"
+        raise RuntimeError("the model is down")
+
+    with serve(make_server(agent)) as base:
+        with pytest.raises(openai.InternalServerError, match="the model is down"):
+            client(base).responses.create(model="m", input="x")
+        events = list(client(base).responses.create(model="m", input="x", stream=True))
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.error.message == "the model is down"  # type: ignore[union-attr]
+
+
+def test_routes_do_not_collide_with_chat() -> None:
+    server = make_server(rich_agent)
+    paths = {(r.path, tuple(r.methods)) for r in server.routes}
+    assert ("/v1/responses", ("POST",)) in paths
+    assert ("/v1/chat/completions", ("POST",)) in paths and ("/v1/models", ("GET",)) in paths
+
+
+def test_chat_completions_still_served(serve: Any) -> None:
+    with serve(make_server(rich_agent)) as base:
+        completion = client(base).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "chat"}])
+    assert completion.choices[0].message.content == "Hello, chat"
+    assert json.loads(completion.model_dump_json())["object"] == "chat.completion"

@@ -10,6 +10,7 @@ from typing import Any
 
 from .errors import ProtocolError
 from .invoker import Invoker
+from .middleware.request_id import current_request_id
 from .models import (
     AgentEvent,
     AgentRequest,
@@ -21,7 +22,13 @@ from .models import (
     Tool,
     ToolCall,
 )
-from .protocols import AGUIProtocolHandler, OpenAIProtocolHandler, ProtocolHandler
+from .playground import PlaygroundHandler
+from .protocols import (
+    AGUIProtocolHandler,
+    OpenAIProtocolHandler,
+    OpenAIResponsesProtocolHandler,
+    ProtocolHandler,
+)
 from .requests import Request
 from .routing import Route
 from .server import AgentRunServer
@@ -40,6 +47,8 @@ __all__ = [
     "Message",
     "MessageRole",
     "OpenAIProtocolHandler",
+    "OpenAIResponsesProtocolHandler",
+    "PlaygroundHandler",
     "ProtocolError",
     "ProtocolHandler",
     "Request",
@@ -47,6 +56,7 @@ __all__ = [
     "Tool",
     "ToolCall",
     "app",
+    "current_request_id",
 ]
 
 

@@ -30,6 +30,7 @@ async def demo_agent(request: AgentRequest) -> AsyncIterator[str | AgentEvent]:
     now = datetime.now(timezone.utc).strftime("%H:%M UTC")
     yield AgentEvent(EventType.TOOL_RESULT, {"id": call_id, "result": now})
     answer = f"Hello! You said: {question!r}. It is {now}." if question else f"Hello! It is {now}."
-    for word in answer.split(" "):
-        yield word + " "
+    words = answer.split(" ")
+    for i, word in enumerate(words):
+        yield word if i == len(words) - 1 else word + " "
         await asyncio.sleep(DELAY)

@@ -40,7 +40,6 @@ def load_agent(spec: str) -> Any:
 
 def default_app() -> Any:
     """The server behind ``agentrun_asgi:app``: the env-named agent (or server), else the demo."""
-    from .protocols import AGUIProtocolHandler, OpenAIProtocolHandler
     from .server import AgentRunServer
 
     spec = os.environ.get(ENV_VAR)
@@ -54,5 +53,4 @@ def default_app() -> Any:
         from .demo import demo_agent
 
         agent = demo_agent
-    protocols = [OpenAIProtocolHandler(), AGUIProtocolHandler()]
-    return AgentRunServer(agent, protocols=protocols)
+    return AgentRunServer(agent)

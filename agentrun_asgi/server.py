@@ -26,9 +26,11 @@ from .middleware.auth import APIKeyMiddleware, api_keys_from_env
 from .middleware.cors import CORSMiddleware
 from .middleware.guard import Lifecycle, RunGuard
 from .middleware.request_id import RequestIdMiddleware, install_log_filter
+from .playground import PlaygroundHandler
 from .protocols.agui import AGUIProtocolHandler
 from .protocols.base import ProtocolHandler
 from .protocols.openai import OpenAIProtocolHandler
+from .protocols.responses import OpenAIResponsesProtocolHandler
 from .requests import DEFAULT_MAX_BODY_SIZE, Request, route_path
 from .responses import JSON_HEADERS, send_bytes, send_error
 from .routing import Route, Router
@@ -81,6 +83,8 @@ class AgentRunServer:
       tune the preflight answer.
     - ``request_id``: give each request an id (a valid incoming ``X-Request-ID`` is kept),
       echo it as ``x-request-id`` and prefix the server's log lines of that request with it.
+    - ``playground``: serve the built-in chat page at ``playground_path`` (``GET``; open
+      even when API keys are on, as the page asks for the key); False: no such route.
     """
 
     def __init__(
@@ -101,12 +105,14 @@ class AgentRunServer:
         cors_allow_headers: Sequence[str] | None = None,
         cors_max_age: int = 600,
         request_id: bool = True,
+        playground: bool = True,
+        playground_path: str = "/playground",
     ) -> None:
         self.invoker = Invoker(invoke_agent)
         self.protocols: list[ProtocolHandler] = (
             list(protocols)
             if protocols is not None
-            else [OpenAIProtocolHandler(), AGUIProtocolHandler()]
+            else [OpenAIProtocolHandler(), AGUIProtocolHandler(), OpenAIResponsesProtocolHandler()]
         )
         self.prefix_overrides = dict(prefix_overrides or {})
         self.max_body_size = max_body_size
@@ -123,7 +129,8 @@ class AgentRunServer:
         routes: list[Route] = []
         if health_path:
             routes.append(Route(health_path, self._health, ("GET",), "health"))
-        for handler in self.protocols:
+        page = PlaygroundHandler(playground_path) if playground else None
+        for handler in [*self.protocols, page] if page else self.protocols:
             handler.bind(self)
             prefix = self.prefix_for(handler)
             routes.extend(route.with_prefix(prefix) for route in handler.routes())
@@ -143,6 +150,7 @@ class AgentRunServer:
             ))  # fmt: skip
         if self.api_keys:
             open_paths = [health_path] if health_path else []
+            open_paths += page.paths if page else []  # the page asks for the key itself
             layers.append(partial(APIKeyMiddleware, keys=self.api_keys, open_paths=open_paths))
         layers.append(partial(RunGuard, lifecycle=self.lifecycle, timeout=request_timeout))
         app: ASGIApp = self._dispatch

@@ -246,7 +246,8 @@ def test_fuzz_in_process_long() -> None:
 def live() -> Iterator[dict[bool, str]]:
     from conftest import run_server
 
-    with run_server(PLAIN) as plain, run_server(LOADED) as loaded:
+    # h11 passes any token as a method to the app; httptools answers unknown ones itself.
+    with run_server(PLAIN, http="h11") as plain, run_server(LOADED, http="h11") as loaded:
         yield {False: plain, True: loaded}
 
 

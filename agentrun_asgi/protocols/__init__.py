@@ -3,5 +3,11 @@
 from .agui import AGUIProtocolHandler
 from .base import ProtocolHandler
 from .openai import OpenAIProtocolHandler
+from .responses import OpenAIResponsesProtocolHandler
 
-__all__ = ["AGUIProtocolHandler", "OpenAIProtocolHandler", "ProtocolHandler"]
+__all__ = [
+    "AGUIProtocolHandler",
+    "OpenAIProtocolHandler",
+    "OpenAIResponsesProtocolHandler",
+    "ProtocolHandler",
+]

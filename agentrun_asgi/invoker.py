@@ -225,7 +225,7 @@ class Invoker:
         else:
             result = await anyio.to_thread.run_sync(func, request, abandon_on_cancel=True)
         if type(result) is AsyncGeneratorType:
-            return result  # type: ignore[no-any-return]
+            return result
         while inspect.isawaitable(result):
             result = await result
         return iterate(result)
@@ -250,7 +250,7 @@ class Invoker:
 def event_text(item: StreamItem) -> str | None:
     """The text delta an item carries if it is a TEXT item (a bare ``str`` or a TEXT event)."""
     if type(item) is str:
-        return item  # type: ignore[return-value]
+        return item
     if isinstance(item, AgentEvent) and item.event == EventType.TEXT:
         return str(item.data.get("delta") or "")
     return None

@@ -84,7 +84,7 @@ async def run_stream(
     try:
         if not hasattr(events, "__anext__"):
             try:
-                events = await events  # type: ignore[misc]
+                events = await events
             except Exception as exc:
                 logger.exception("agent failed during a stream")
                 await _send_last(send, encoder.error(error_message(exc)))
@@ -108,7 +108,8 @@ async def run_stream(
                 await aclose(items)
         raise
     # A no-op unless the encoder ended the stream early (the invoker shields its own closing).
-    await aclose(items)
+    if items is not None:
+        await aclose(items)
 
 
 async def _send_last(send: Send, tail: bytes) -> None:
@@ -183,7 +184,7 @@ async def _pump(send: Send, items: AsyncIterator[Any], encoder: StreamEncoder) -
     size = 0
     try:
         while True:
-            step = anext_(items)
+            step: Any = anext_(items)
             step_send = getattr(step, "send", None)
             if step_send is not None:
                 try:

@@ -382,7 +382,7 @@ class AGUIStreamEncoder:
         if type(item) is str:
             if self._state == _TEXT:  # the hot path: one more delta of the open message
                 return self._text_content + _dumps(item) + _END if item else b""
-            return self._text(item, None)  # type: ignore[arg-type]
+            return self._text(item, None)
         return self._event(item)  # type: ignore[arg-type]
 
     def _text(self, delta: Any, addition: dict[str, Any] | None) -> bytes:

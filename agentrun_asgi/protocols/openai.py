@@ -335,7 +335,7 @@ class ChatCompletionCollector:
 
     def add(self, item: str | AgentEvent) -> None:
         if type(item) is str:
-            self.content.append(item)  # type: ignore[arg-type]
+            self.content.append(item)
             return
         ev: AgentEvent = item  # type: ignore[assignment]
         data = ev.data

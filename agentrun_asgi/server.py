@@ -5,7 +5,8 @@ layers composed at construction, then routed to the protocol endpoints through o
 tree), ``websocket`` (refused cleanly: closed before accept, which ASGI servers answer with 403).
 
 An HTTP request goes, top to bottom (a layer whose feature is off is not in the chain):
-``RequestIdMiddleware`` (id, log tag) -> ``CORSMiddleware`` (preflights, Allow-Origin) ->
+the user's ``middleware`` -> ``RequestIdMiddleware`` (id, log tag) -> ``AccessLogMiddleware``
+-> ``MetricsMiddleware`` -> ``CORSMiddleware`` (preflights, Allow-Origin) ->
 ``APIKeyMiddleware`` (401) -> ``RunGuard`` (503 when closing, disconnect watcher, deadline,
 500 boundary) -> ``_dispatch`` (404, 405, body limit, endpoint).
 """
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ClientDisconnect, ProtocolError
 from .invoker import AgentFunc, Invoker
+from .middleware.access_log import AccessLogMiddleware
 from .middleware.auth import APIKeyMiddleware, api_keys_from_env
 from .middleware.cors import CORSMiddleware
 from .middleware.guard import Lifecycle, RunGuard
@@ -39,6 +41,8 @@ from .types import ASGIApp, Receive, Scope, Send
 if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
+
+    from .metrics import Metrics
 
 logger = logging.getLogger("agentrun_asgi")
 
@@ -85,6 +89,13 @@ class AgentRunServer:
       echo it as ``x-request-id`` and prefix the server's log lines of that request with it.
     - ``playground``: serve the built-in chat page at ``playground_path`` (``GET``; open
       even when API keys are on, as the page asks for the key); False: no such route.
+    - ``access_log``: one ``key=value`` line per request on the ``agentrun_asgi.access``
+      logger, its fields also set on the record (see ``middleware/access_log.py``).
+    - ``metrics``: Prometheus metrics (needs ``prometheus-client``) in a registry of this
+      server's own (``server.metrics.registry``), served at ``metrics_path`` (``GET``; None:
+      not served). The path is behind the API key like the API unless ``metrics_public``.
+    - ``middleware``: ASGI middleware factories (``app -> app``, such as OpenTelemetry's
+      ``OpenTelemetryMiddleware``) wrapped around every HTTP request, the first outermost.
     """
 
     def __init__(
@@ -107,6 +118,11 @@ class AgentRunServer:
         request_id: bool = True,
         playground: bool = True,
         playground_path: str = "/playground",
+        access_log: bool = False,
+        metrics: bool = False,
+        metrics_path: str | None = "/metrics",
+        metrics_public: bool = False,
+        middleware: Sequence[Callable[[ASGIApp], ASGIApp]] = (),
     ) -> None:
         self.invoker = Invoker(invoke_agent)
         self.protocols: list[ProtocolHandler] = (
@@ -129,6 +145,13 @@ class AgentRunServer:
         routes: list[Route] = []
         if health_path:
             routes.append(Route(health_path, self._health, ("GET",), "health"))
+        self.metrics: Metrics | None = None
+        if metrics:
+            from .metrics import Metrics
+
+            self.metrics = Metrics()
+            if metrics_path:
+                routes.append(Route(metrics_path, self.metrics.endpoint, ("GET",), "metrics"))
         page = PlaygroundHandler(playground_path) if playground else None
         for handler in [*self.protocols, page] if page else self.protocols:
             handler.bind(self)
@@ -137,10 +160,16 @@ class AgentRunServer:
         self.router = Router(routes)
 
         # The layers, outermost first: the order a request meets them in.
-        layers: list[Callable[[ASGIApp], ASGIApp]] = []
+        layers: list[Callable[[ASGIApp], ASGIApp]] = list(middleware)
         if request_id:
             install_log_filter(logger)
             layers.append(RequestIdMiddleware)
+        if access_log:
+            layers.append(AccessLogMiddleware)
+        if self.metrics is not None:
+            from .metrics import MetricsMiddleware
+
+            layers.append(partial(MetricsMiddleware, metrics=self.metrics, router=self.router))
         if cors_origins:
             methods = sorted({m for route in self.routes for m in route.methods})
             layers.append(partial(
@@ -151,6 +180,8 @@ class AgentRunServer:
         if self.api_keys:
             open_paths = [health_path] if health_path else []
             open_paths += page.paths if page else []  # the page asks for the key itself
+            if self.metrics is not None and metrics_path and metrics_public:
+                open_paths.append(metrics_path)
             layers.append(partial(APIKeyMiddleware, keys=self.api_keys, open_paths=open_paths))
         layers.append(partial(RunGuard, lifecycle=self.lifecycle, timeout=request_timeout))
         app: ASGIApp = self._dispatch

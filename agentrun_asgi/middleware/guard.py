@@ -241,11 +241,27 @@ class RunGuard:
             task = asyncio.current_task()
         except RuntimeError:  # not asyncio
             task = None
+        done = False
+        error: Exception | None = None
         try:
-            if task is not None:
-                done, error = await self._run_asyncio(run, task, scope, send)
-            else:
+            if task is None:
                 done, error = await self._run_anyio(run, scope, send)
+            else:
+                # asyncio, inline (the hot path): Task.cancel() stops the run, timers time it.
+                run.task = task
+                if self.timeout is not None:
+                    run.set_deadline(task.get_loop().time() + self.timeout)
+                try:
+                    await self.app(scope, run.receive_body, send)
+                    done = True
+                except asyncio.CancelledError:
+                    if run.reason is None:
+                        raise  # not ours
+                    uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+                    if uncancel is not None:
+                        uncancel()
+                except Exception as exc:
+                    error = exc
         except BaseException:
             # Cancelled from outside (the ASGI server gave up waiting at shutdown).
             if not run.started:
@@ -265,25 +281,6 @@ class RunGuard:
             else:
                 logger.warning("agent run stopped: %s", stop.message)
                 await send_fallback(send, stop)
-
-    async def _run_asyncio(
-        self, run: Run, task: asyncio.Task[Any], scope: Scope, send: Send
-    ) -> tuple[bool, Exception | None]:
-        run.task = task
-        if self.timeout is not None:
-            run.set_deadline(task.get_loop().time() + self.timeout)
-        try:
-            await self.app(scope, run.receive_body, send)
-        except asyncio.CancelledError:
-            if run.reason is None:
-                raise  # not ours
-            uncancel = getattr(task, "uncancel", None)  # Python 3.11+
-            if uncancel is not None:
-                uncancel()
-            return False, None
-        except Exception as exc:
-            return False, exc
-        return True, None
 
     async def _run_anyio(self, run: Run, scope: Scope, send: Send) -> tuple[bool, Exception | None]:
         with anyio.CancelScope() as cancel_scope:

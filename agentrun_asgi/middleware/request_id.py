@@ -8,21 +8,16 @@ through anyio inherit, and ``RequestIdFilter`` reads it from there for each log 
 
 from __future__ import annotations
 
-import binascii
-import itertools
 import logging
-import os
 import re
 from contextvars import ContextVar
 
+from ..ids import new_request_id
 from ..requests import header
 from ..types import ASGIApp, ASGIMessage, Receive, Scope, Send
 
 _REQUEST_ID: ContextVar[str | None] = ContextVar("agentrun_request_id", default=None)
 _valid = re.compile(rb"[A-Za-z0-9._-]{1,128}").fullmatch
-# Ids need to be unique, not secret: a random per-process prefix and a counter, no syscall.
-_PREFIX = binascii.hexlify(os.urandom(10))
-_counter = itertools.count(1)
 
 
 def current_request_id() -> str | None:
@@ -66,14 +61,14 @@ class RequestIdMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = header(scope, b"x-request-id")
         if raw is None or _valid(raw) is None:
-            raw = b"%s%012x" % (_PREFIX, next(_counter))
+            raw = new_request_id()
         token = _REQUEST_ID.set(raw.decode("ascii"))
         pair = (b"x-request-id", raw)
 
         async def send_with_id(message: ASGIMessage) -> None:
             if message["type"] == "http.response.start":
-                # A copy: the endpoint's header list may be a shared constant.
-                message = {**message, "headers": [*message.get("headers", ()), pair]}
+                # A new list: the endpoint's header list may be a shared constant.
+                message["headers"] = [*message.get("headers", ()), pair]
             await send(message)
 
         try:

@@ -32,13 +32,13 @@ client files the call under that assistant message (as OpenAI's history shape ha
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
+from ..ids import new_id
 from ..models import AgentEvent, AgentRequest, EventType, Message, MessageRole, Tool, ToolCall
 from ..requests import Request, header
 from ..routing import Route
@@ -66,7 +66,7 @@ _KNOWN_FIELDS = frozenset(
 
 
 def _new_id(prefix: str) -> str:
-    return prefix + os.urandom(12).hex()
+    return new_id(prefix)
 
 
 # -- request parsing ---------------------------------------------------------------------------

@@ -7,7 +7,6 @@ object"); ../shared/PROTOCOLS.md sums up the parts the official clients depend o
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -16,6 +15,7 @@ import anyio
 import orjson
 
 from ..errors import ProtocolError
+from ..ids import new_id
 from ..invoker import aclose, expand
 from ..models import AgentEvent, AgentRequest, EventType, Message, MessageRole, Tool, ToolCall
 from ..requests import Request, header
@@ -288,7 +288,7 @@ class ChatStreamEncoder:
     ) -> bytes:
         if not isinstance(args, str):
             args = _dumps(args).decode()
-        call_id = str(call_id) if call_id else f"call_{os.urandom(12).hex()}"
+        call_id = str(call_id) if call_id else new_id("call_")
         index = self._tools.get(call_id)
         out = b""
         if index is None:
@@ -352,7 +352,7 @@ class ChatCompletionCollector:
             args = data.get("args" if kind == EventType.TOOL_CALL else "args_delta", "")
             if not isinstance(args, str):
                 args = _dumps(args).decode()
-            call_id = str(data.get("id") or f"call_{os.urandom(12).hex()}")
+            call_id = str(data.get("id") or new_id("call_"))
             call = self.tool_calls.get(call_id)
             if call is None:
                 call = self.tool_calls[call_id] = {
@@ -420,7 +420,7 @@ class OpenAIProtocolHandler(ProtocolHandler):
         data = parse_object(await request.body(), header(request.scope, b"content-type"))
         agent_request, include_usage = parse_chat_request(data)
         agent_request.raw_request = request
-        completion_id = "chatcmpl-" + os.urandom(12).hex()
+        completion_id = new_id("chatcmpl-")
         created = int(time.time())
         model: str = agent_request.model  # type: ignore[assignment]
         if agent_request.stream:
@@ -457,8 +457,8 @@ class OpenAIProtocolHandler(ProtocolHandler):
                 with anyio.CancelScope(shield=True):
                     await aclose(items)
             raise
-        if items is not None:
-            await aclose(items)
+        if items is not None and collector.error is not None:
+            await aclose(items)  # stopped early: let the agent's generator clean up
         if collector.error is not None:
             message, code = collector.error
             await send_error(send, ProtocolError(500, message, code=code))

@@ -23,7 +23,6 @@ stream ends after the terminal event (the Responses API sends no ``[DONE]``).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import orjson
 
 from ..errors import ProtocolError
+from ..ids import new_id
 from ..models import AgentEvent, AgentRequest, EventType, Message, MessageRole, Tool, ToolCall
 from ..requests import Request, header
 from ..responses import JSON_HEADERS, send_bytes, send_error
@@ -75,7 +75,7 @@ _ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
 def _new_id(prefix: str) -> str:
-    return prefix + os.urandom(12).hex()
+    return new_id(prefix)
 
 
 # -- request parsing ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 import orjson
 
 from ..errors import ProtocolError
+from ..requests import Request, header
 
 
 def invalid(param: str, message: str, status: int = 400) -> NoReturn:
@@ -36,6 +37,11 @@ def parse_object(body: bytes, content_type: bytes | None) -> dict[str, Any]:
             code="invalid_json",
         )
     return data
+
+
+async def read_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 (413 past the body limit)."""
+    return parse_object(await request.body(), header(request.scope, b"content-type"))
 
 
 def json_type(value: Any) -> str:

@@ -1,0 +1,150 @@
+"""AG-UI 1.0 input: ``RunAgentInput`` parsed from the raw body and checked by hand.
+
+Lenient as the AgentRun SDK is (PROTOCOLS.md): missing ids are generated, unknown fields go
+to ``extra``; only wrong types and unknown roles are refused, with a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from ..ids import new_id
+from ..models import AgentRequest, Message, MessageRole, Tool, ToolCall
+from .validation import invalid, json_type, opt_list, opt_str
+
+_dumps = orjson.dumps
+_ROLES = {
+    r.value: r
+    for r in (MessageRole.USER, MessageRole.ASSISTANT, MessageRole.SYSTEM, MessageRole.TOOL,
+              MessageRole.DEVELOPER)
+}  # fmt: skip
+# 1.0 roles a client may echo back in its history that are UI records, not chat turns: they are
+# accepted and left out of ``AgentRequest.messages`` (the raw body still has them).
+_UI_ROLES = frozenset(("reasoning", "activity"))
+_ROLE_NAMES = ", ".join((*_ROLES, *sorted(_UI_ROLES)))
+_KNOWN_FIELDS = frozenset(
+    ("threadId", "runId", "parentRunId", "state", "messages", "tools", "context",
+     "forwardedProps", "resume", "protocolVersion")
+)  # fmt: skip
+
+
+def _new_id(prefix: str) -> str:
+    return new_id(prefix)
+
+
+# -- request parsing ---------------------------------------------------------------------------
+
+
+def parse_run_input(data: dict[str, Any]) -> AgentRequest:
+    """An ``AgentRequest`` from a parsed ``RunAgentInput``; lenient as the AgentRun SDK is.
+
+    Missing ``threadId``/``runId`` are generated, message ids are optional, unknown fields go
+    to ``extra``; only wrong types and unknown roles are refused (400).
+    """
+    messages = opt_list(data, "messages") or []
+    resume = opt_list(data, "resume")
+    context = opt_list(data, "context")
+    if context is not None:
+        for i, item in enumerate(context):
+            if not isinstance(item, dict):
+                invalid(
+                    f"context[{i}]", f"'context[{i}]' must be an object, not {json_type(item)}."
+                )
+    return AgentRequest(
+        protocol="agui",
+        messages=[m for i, raw in enumerate(messages) if (m := _parse_message(raw, i)) is not None],
+        stream=True,
+        tools=_parse_tools(opt_list(data, "tools")),
+        thread_id=opt_str(data, "threadId") or str(uuid.uuid4()),
+        run_id=opt_str(data, "runId") or str(uuid.uuid4()),
+        parent_run_id=opt_str(data, "parentRunId"),
+        state=data.get("state"),
+        context=context,
+        forwarded_props=data.get("forwardedProps"),
+        resume=_parse_resume(resume) if resume is not None else None,
+        extra={k: v for k, v in data.items() if k not in _KNOWN_FIELDS},
+    )
+
+
+def _parse_message(raw: Any, i: int) -> Message | None:
+    where = f"messages[{i}]"
+    if not isinstance(raw, dict):
+        invalid(where, f"'{where}' must be an object, not {json_type(raw)}.")
+    name = raw.get("role")
+    role = _ROLES.get(name) if isinstance(name, str) else None
+    if role is None:
+        if isinstance(name, str) and name in _UI_ROLES:
+            return None
+        got = _dumps(name).decode()
+        invalid(f"{where}.role", f"'{where}.role' must be one of {_ROLE_NAMES}; got {got}.")
+    content = raw.get("content")
+    if isinstance(content, list):
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                at = f"{where}.content[{j}]"
+                invalid(at, f"'{at}' must be an object with a string 'type'.")
+    elif content is not None and not isinstance(content, str):
+        invalid(f"{where}.content", f"'{where}.content' must be a string, an array of parts or "
+                                    f"null, not {json_type(content)}.")  # fmt: skip
+    tool_calls = opt_list(raw, "toolCalls", f"{where}.toolCalls")
+    return Message(
+        role=role,
+        content=content,
+        name=opt_str(raw, "name", f"{where}.name"),
+        tool_calls=_parse_tool_calls(tool_calls, where) if tool_calls is not None else None,
+        tool_call_id=opt_str(raw, "toolCallId", f"{where}.toolCallId"),
+        id=opt_str(raw, "id", f"{where}.id"),
+    )
+
+
+def _parse_tool_calls(raw: list[Any], where: str) -> list[ToolCall]:
+    calls = []
+    for j, call in enumerate(raw):
+        at = f"{where}.toolCalls[{j}]"
+        if not isinstance(call, dict):
+            invalid(at, f"'{at}' must be an object, not {json_type(call)}.")
+        function = call.get("function") or {}
+        if not isinstance(function, dict):
+            invalid(
+                f"{at}.function", f"'{at}.function' must be an object, not {json_type(function)}."
+            )
+        arguments = function.get("arguments", "")
+        if not isinstance(arguments, str):
+            arguments = _dumps(arguments).decode()
+        calls.append(ToolCall(id=opt_str(call, "id", f"{at}.id") or "",
+                              name=opt_str(function, "name", f"{at}.function.name") or "",
+                              arguments=arguments))  # fmt: skip
+    return calls
+
+
+def _parse_tools(raw: list[Any] | None) -> list[Tool] | None:
+    if raw is None:
+        return None
+    tools = []
+    for i, item in enumerate(raw):
+        at = f"tools[{i}]"
+        if not isinstance(item, dict):
+            invalid(at, f"'{at}' must be an object, not {json_type(item)}.")
+        # AG-UI tools are flat {name, description, parameters}; OpenAI's nested shape is accepted.
+        spec = item["function"] if isinstance(item.get("function"), dict) else item
+        name = opt_str(spec, "name", f"{at}.name")
+        if not name:
+            invalid(f"{at}.name", f"'{at}.name' is required.")
+        # ``parameters`` is any JSON Schema, carried opaquely (1.0 schema: Tool.parameters).
+        tools.append(Tool(name=name, description=opt_str(spec, "description", f"{at}.description"),
+                          parameters=spec.get("parameters")))  # fmt: skip
+    return tools
+
+
+def _parse_resume(raw: list[Any]) -> list[dict[str, Any]]:
+    """Resume entries as sent (``{interruptId, status, payload?}``), type-checked."""
+    for i, item in enumerate(raw):
+        at = f"resume[{i}]"
+        if not isinstance(item, dict):
+            invalid(at, f"'{at}' must be an object, not {json_type(item)}.")
+        opt_str(item, "interruptId", f"{at}.interruptId")
+        opt_str(item, "status", f"{at}.status")
+    return raw

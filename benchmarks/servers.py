@@ -64,7 +64,9 @@ def server_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["DISABLE_BREAKING_CHANGES_WARNING"] = "1"  # the SDK's import-time banner
-    env.setdefault("PYTHONDONTWRITEBYTECODE", "0")
+    # Production imports cached bytecode: let every target write and reuse its .pyc (any
+    # non-empty value, "0" included, turns caching off, so the variable must go).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 

@@ -313,9 +313,12 @@ class AgentRunServer:
     # -- running ---------------------------------------------------------------------------
 
     def log_routes(self) -> None:
+        # Under a bare ``uvicorn module:app`` nothing configured this package's logger: say it
+        # through uvicorn's own, so the routes show at startup either way.
+        out = logger if logger.hasHandlers() else logging.getLogger("uvicorn.error")
         for route in self.routes:
             methods = ",".join(route.methods)
-            logger.info("route %-5s %s (%s)", methods, route.path, route.name)
+            out.info("route %-5s %s (%s)", methods, route.path, route.name)
 
     def uvicorn_server(self, **config: Any) -> uvicorn.Server:
         """A ``uvicorn.Server`` for this app that begins the app's shutdown with its own.

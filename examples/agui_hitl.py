@@ -1,4 +1,4 @@
-"""AG-UI human in the loop: the agent stops to ask for approval, the client answers by resuming.
+"""AG-UI human in the loop and shared state: the agent asks for approval, the client resumes.
 
 Run 1 ends with ``RUN_FINISHED`` whose ``outcome`` is an interrupt; run 2 carries
 ``resume: [{"interruptId", "status", "payload"}]``, which the agent reads on ``request.resume``.
@@ -50,6 +50,8 @@ async def approval_agent(request: AgentRequest) -> AsyncIterator[str | AgentEven
     interrupt_id = f"approval-{request.thread_id}"
     answer = _answer(request, interrupt_id)
     if answer is None:
+        # Shared state: AG-UI front-ends render it live (STATE_SNAPSHOT, then JSON Patch deltas).
+        yield AgentEvent(EventType.STATE, {"snapshot": {"task": task, "status": "awaiting"}})
         yield f"I am about to {task}. "
         # The run ends here: RUN_FINISHED with an interrupt outcome (AG-UI 1.0).
         yield AgentEvent(
@@ -59,7 +61,11 @@ async def approval_agent(request: AgentRequest) -> AsyncIterator[str | AgentEven
         )  # fmt: skip
         return
     payload = answer.get("payload") or {}
-    if answer.get("status") == "resolved" and payload.get("approved"):
+    approved = answer.get("status") == "resolved" and bool(payload.get("approved"))
+    status = "done" if approved else "refused"
+    patch = [{"op": "replace", "path": "/status", "value": status}]
+    yield AgentEvent(EventType.STATE, {"delta": patch})
+    if approved:
         yield f"Approved, so I did it: {task}."
     else:
         yield "Not approved: I left everything as it was."

@@ -844,4 +844,10 @@ def test_hitl_example_round_trip(serve: Any, capsys: pytest.CaptureFixture[str])
     assert interrupt["responseSchema"] == example.APPROVAL_SCHEMA
     assert text_of(second) == ["Approved, so I did it: delete the draft."]
     assert text_of(refused) == ["Not approved: I left everything as it was."]
+    # Shared state: a snapshot before the interrupt, a JSON Patch delta after the answer.
+    (snapshot,) = [e for e in first if e["type"] == "STATE_SNAPSHOT"]
+    assert snapshot["snapshot"] == {"task": "delete the draft", "status": "awaiting"}
+    for run, status in ((second, "done"), (refused, "refused")):
+        (delta,) = [e for e in run if e["type"] == "STATE_DELTA"]
+        assert delta["delta"] == [{"op": "replace", "path": "/status", "value": status}]
     assert "run 1 asks: May I delete the draft?" in capsys.readouterr().out

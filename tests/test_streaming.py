@@ -119,7 +119,8 @@ def test_coalesced_frames_are_separate_chunks_for_the_openai_client(serve: Any) 
     with serve(AgentRunServer(agent)) as base:
         client = openai.OpenAI(base_url=base + "/v1", api_key="x")
         chunks = list(client.chat.completions.create(model="m", messages=USER, stream=True))
-    contents = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    contents = [c.choices[0].delta.content for c in chunks
+                if c.choices and c.choices[0].delta.content]  # fmt: skip
     assert contents == tokens
     assert chunks[-1].choices[0].finish_reason == "stop"
 
@@ -152,8 +153,8 @@ def test_slow_reader_slows_the_agent(serve: Any) -> None:
         port = int(base.rsplit(":", 1)[1])
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: "
-                     b"application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
+        sock.sendall(head + b"\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
         rss_before = _rss_mib()
         time.sleep(1.5)  # the client reads nothing
         with lock:
@@ -170,8 +171,8 @@ def test_slow_reader_slows_the_agent(serve: Any) -> None:
             if data.endswith(b"0\r\n\r\n"):
                 break
         sock.close()
-    print(f"[back-pressure] produced {stalled_at}/{total} pieces while stalled; "
-          f"RSS {rss_before:.1f} -> {rss_stalled:.1f} MiB; received {received / 2**20:.1f} MiB")  # fmt: skip
+    print(f"[back-pressure] produced {stalled_at}/{total} pieces while stalled; RSS "
+          f"{rss_before:.1f} -> {rss_stalled:.1f} MiB; received {received / 2**20:.1f} MiB")
     # Kernel buffers on loopback hold a few MiB at most: far from the 50 MiB offered.
     assert stalled_at < total // 4
     assert rss_stalled - rss_before < 25

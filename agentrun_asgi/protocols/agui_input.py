@@ -13,7 +13,7 @@ import orjson
 
 from ..ids import new_id
 from ..models import AgentRequest, Message, MessageRole, Tool, ToolCall
-from .validation import invalid, json_type, opt_list, opt_str
+from .validation import invalid, json_type, message_content, opt_list, opt_str
 
 _dumps = orjson.dumps
 _ROLES = {
@@ -80,15 +80,7 @@ def _parse_message(raw: Any, i: int) -> Message | None:
             return None
         got = _dumps(name).decode()
         invalid(f"{where}.role", f"'{where}.role' must be one of {_ROLE_NAMES}; got {got}.")
-    content = raw.get("content")
-    if isinstance(content, list):
-        for j, part in enumerate(content):
-            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                at = f"{where}.content[{j}]"
-                invalid(at, f"'{at}' must be an object with a string 'type'.")
-    elif content is not None and not isinstance(content, str):
-        invalid(f"{where}.content", f"'{where}.content' must be a string, an array of parts or "
-                                    f"null, not {json_type(content)}.")  # fmt: skip
+    content = message_content(raw, where)
     tool_calls = opt_list(raw, "toolCalls", f"{where}.toolCalls")
     return Message(
         role=role,

@@ -14,6 +14,7 @@ from ..models import AgentRequest, Message, MessageRole, Tool, ToolCall
 from .validation import (
     invalid,
     json_type,
+    message_content,
     opt_bool,
     opt_int,
     opt_list,
@@ -79,26 +80,7 @@ def _parse_message(raw: Any, i: int) -> Message:
             f"{where}.role",
             f"'{where}.role' must be one of {_ROLE_NAMES}; got {orjson.dumps(raw_role).decode()}.",
         )
-    content = raw.get("content")
-    if isinstance(content, list):
-        for j, part in enumerate(content):
-            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                invalid(
-                    f"{where}.content[{j}]",
-                    f"'{where}.content[{j}]' must be an object with a string 'type'.",
-                )
-            if part["type"] == "text" and not isinstance(part.get("text"), str):
-                invalid(
-                    f"{where}.content[{j}].text",
-                    f"'{where}.content[{j}].text' must be a string, "
-                    f"not {json_type(part.get('text'))}.",
-                )
-    elif content is not None and not isinstance(content, str):
-        invalid(
-            f"{where}.content",
-            f"'{where}.content' must be a string, an array of parts or null, "
-            f"not {json_type(content)}.",
-        )
+    content = message_content(raw, where)
     tool_calls = opt_list(raw, "tool_calls", f"{where}.tool_calls")
     return Message(
         role=role,

@@ -58,6 +58,26 @@ def json_type(value: Any) -> str:
     return "an object"
 
 
+def message_content(raw: dict[str, Any], where: str) -> str | list[dict[str, Any]] | None:
+    """A message's ``content``: a string, null, or a list of typed parts (text parts hold text).
+
+    The same rule in every protocol: OpenAI's and AG-UI 1.0's messages share this shape.
+    """
+    content = raw.get("content")
+    if isinstance(content, list):
+        for j, part in enumerate(content):
+            at = f"{where}.content[{j}]"
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                invalid(at, f"'{at}' must be an object with a string 'type'.")
+            text = part.get("text")
+            if part["type"] == "text" and not isinstance(text, str):
+                invalid(f"{at}.text", f"'{at}.text' must be a string, not {json_type(text)}.")
+    elif content is not None and not isinstance(content, str):
+        invalid(f"{where}.content", f"'{where}.content' must be a string, an array of parts or "
+                                    f"null, not {json_type(content)}.")  # fmt: skip
+    return content
+
+
 def opt_str(data: dict[str, Any], key: str, param: str | None = None) -> str | None:
     value = data.get(key)
     if value is None or isinstance(value, str):

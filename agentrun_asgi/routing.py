@@ -55,17 +55,20 @@ def join_path(prefix: str, path: str) -> str:
 
 
 class Router:
-    __slots__ = ("_root", "routes")
+    __slots__ = ("_root", "_static", "routes")
 
     def __init__(self, routes: Iterable[Route] = ()) -> None:
         self._root = _Node()
+        #: Parameterless paths written the canonical way: one dict lookup, no tree walk.
+        self._static: dict[str, _Node] = {}
         self.routes: list[Route] = []
         for route in routes:
             self.add(route)
 
     def add(self, route: Route) -> None:
         node = self._root
-        for segment in _segments(route.path):
+        segments = _segments(route.path)
+        for segment in segments:
             if segment.startswith("{") and segment.endswith("}"):
                 name = segment[1:-1]
                 if node.param is None:
@@ -97,10 +100,16 @@ class Router:
             node.endpoints["HEAD"] = route.endpoint
             node.auto_head = True
         node.allow = ", ".join(sorted(node.endpoints, key=_method_rank)).encode()
+        if not any(s.startswith("{") and s.endswith("}") for s in segments):
+            # A literal path always reaches this node (literals win), so the shortcut is exact.
+            self._static["/" + "/".join(segments)] = node
         self.routes.append(route)
 
     def match(self, path: str) -> Match | None:
         """The endpoints at ``path``, or None when no route has that path (404)."""
+        node = self._static.get(path)
+        if node is not None:
+            return node.endpoints, node.allow, None
         node = self._root
         params: dict[str, str] | None = None
         passed_param = False

@@ -6,80 +6,121 @@ for the agent in ``extra``, never an error.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from ..models import AgentRequest, Message, MessageRole, Tool, ToolCall
 from .validation import (
+    array,
+    boolean,
+    integer,
     invalid,
     json_type,
     message_content,
-    opt_bool,
-    opt_int,
+    number,
+    obj,
     opt_list,
-    opt_number,
     opt_object,
     opt_str,
+    string,
 )
 
 DEFAULT_MODEL = "agentrun"
 _ROLES = {role.value: role for role in MessageRole}
 _ROLE_NAMES = ", ".join(_ROLES)
-_KNOWN_FIELDS = frozenset(
-    (
-        "model", "messages", "stream", "stream_options", "tools", "tool_choice", "temperature",
-        "top_p", "max_tokens", "max_completion_tokens", "stop", "n", "user",
-    )
-)  # fmt: skip
 
 
 # -- request parsing ---------------------------------------------------------------------------
 
 
+def _tool_choice(param: str, value: Any) -> str | dict[str, Any] | None:
+    if value is None or isinstance(value, (str, dict)):
+        return value
+    invalid(param, f"'{param}' must be a string or an object, not {json_type(value)}.")
+
+
+def _stop(param: str, value: Any) -> str | list[str] | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return value
+    invalid(param, f"'{param}' must be a string, an array of strings or null.")
+
+
+def _tools(param: str, value: Any) -> list[Tool] | None:
+    return _parse_tools(array(param, value))
+
+
+#: Body fields that map one to one onto ``AgentRequest`` fields, with their checks.
+_FIELDS: dict[str, Callable[[str, Any], Any]] = {
+    "model": string, "stream": boolean, "tools": _tools, "tool_choice": _tool_choice,
+    "temperature": number, "top_p": number, "max_tokens": integer, "stop": _stop, "n": integer,
+    "user": string,
+}  # fmt: skip
+
+
 def parse_chat_request(data: dict[str, Any]) -> tuple[AgentRequest, bool]:
-    """An ``AgentRequest`` from a parsed body, and whether the client asked for a usage chunk."""
-    messages = data.get("messages")
+    """An ``AgentRequest`` from a parsed body, and whether the client asked for a usage chunk.
+
+    One pass over the keys the body has (usually two or three), not one lookup per known field.
+    """
+    fields: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    messages: Any = None
+    include_usage = False
+    max_completion_tokens = None
+    for key, value in data.items():
+        check = _FIELDS.get(key)
+        if check is not None:
+            if value is not None:
+                fields[key] = check(key, value)
+        elif key == "messages":
+            messages = value
+        elif key == "stream_options":
+            options = obj(key, value)
+            if options:
+                param = "stream_options.include_usage"
+                include_usage = bool(boolean(param, options.get("include_usage")))
+        elif key == "max_completion_tokens":
+            max_completion_tokens = integer(key, value)
+        else:
+            extra[key] = value
     if messages is None:
         invalid("messages", "'messages' is required.")
     if not isinstance(messages, list):
         invalid("messages", f"'messages' must be an array, not {json_type(messages)}.")
     if not messages:
         invalid("messages", "'messages' must contain at least one message.")
-    stream_options = opt_object(data, "stream_options")
-    include_usage = bool(stream_options and opt_bool(stream_options, "include_usage",
-                                                     "stream_options.include_usage"))  # fmt: skip
-    max_tokens = opt_int(data, "max_tokens")
-    max_completion_tokens = opt_int(data, "max_completion_tokens")
+    if max_completion_tokens is not None and "max_tokens" not in fields:
+        fields["max_tokens"] = max_completion_tokens
+    if not fields.get("model"):
+        fields["model"] = DEFAULT_MODEL
     request = AgentRequest(
         protocol="openai",
         messages=[_parse_message(m, i) for i, m in enumerate(messages)],
-        model=opt_str(data, "model") or DEFAULT_MODEL,
-        stream=bool(opt_bool(data, "stream")),
-        tools=_parse_tools(opt_list(data, "tools")),
-        tool_choice=_parse_tool_choice(data.get("tool_choice")),
-        temperature=opt_number(data, "temperature"),
-        top_p=opt_number(data, "top_p"),
-        max_tokens=max_tokens if max_tokens is not None else max_completion_tokens,
-        stop=_parse_stop(data.get("stop")),
-        n=opt_int(data, "n"),
-        user=opt_str(data, "user"),
-        extra={k: v for k, v in data.items() if k not in _KNOWN_FIELDS},
+        extra=extra,
+        **fields,
     )
     return request, include_usage
 
 
 def _parse_message(raw: Any, i: int) -> Message:
-    where = f"messages[{i}]"
     if not isinstance(raw, dict):
-        invalid(where, f"'{where}' must be an object, not {json_type(raw)}.")
+        invalid(f"messages[{i}]", f"'messages[{i}]' must be an object, not {json_type(raw)}.")
     raw_role = raw.get("role")
     role = _ROLES.get(raw_role) if isinstance(raw_role, str) else None
     if role is None:
         invalid(
-            f"{where}.role",
-            f"'{where}.role' must be one of {_ROLE_NAMES}; got {orjson.dumps(raw_role).decode()}.",
+            f"messages[{i}].role",
+            f"'messages[{i}].role' must be one of {_ROLE_NAMES}; "
+            f"got {orjson.dumps(raw_role).decode()}.",
         )
+    content = raw.get("content")
+    if len(raw) == 2 and type(content) is str:
+        return Message(role=role, content=content)  # role and text: nothing more to check
+    where = f"messages[{i}]"
     content = message_content(raw, where)
     tool_calls = opt_list(raw, "tool_calls", f"{where}.tool_calls")
     return Message(
@@ -133,17 +174,3 @@ def _parse_tools(raw: list[Any] | None) -> list[Tool] | None:
             )
         )
     return tools
-
-
-def _parse_tool_choice(value: Any) -> str | dict[str, Any] | None:
-    if value is None or isinstance(value, (str, dict)):
-        return value
-    invalid("tool_choice", f"'tool_choice' must be a string or an object, not {json_type(value)}.")
-
-
-def _parse_stop(value: Any) -> str | list[str] | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(isinstance(s, str) for s in value):
-        return value
-    invalid("stop", "'stop' must be a string, an array of strings or null.")

@@ -78,43 +78,65 @@ def message_content(raw: dict[str, Any], where: str) -> str | list[dict[str, Any
     return content
 
 
-def opt_str(data: dict[str, Any], key: str, param: str | None = None) -> str | None:
-    value = data.get(key)
+# Value checks: ``value`` (None allowed) of the named parameter, or a 400 naming it. The
+# one-pass parsers call these on the fields a body has; ``opt_*`` look a key up first.
+
+
+def string(param: str, value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    invalid(param or key, f"'{param or key}' must be a string, not {json_type(value)}.")
+    invalid(param, f"'{param}' must be a string, not {json_type(value)}.")
+
+
+def boolean(param: str, value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    invalid(param, f"'{param}' must be a boolean, not {json_type(value)}.")
+
+
+def number(param: str, value: Any) -> float | None:
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    invalid(param, f"'{param}' must be a number, not {json_type(value)}.")
+
+
+def integer(param: str, value: Any) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    invalid(param, f"'{param}' must be an integer, not {json_type(value)}.")
+
+
+def obj(param: str, value: Any) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    invalid(param, f"'{param}' must be an object, not {json_type(value)}.")
+
+
+def array(param: str, value: Any) -> list[Any] | None:
+    if value is None or isinstance(value, list):
+        return value
+    invalid(param, f"'{param}' must be an array, not {json_type(value)}.")
+
+
+def opt_str(data: dict[str, Any], key: str, param: str | None = None) -> str | None:
+    return string(param or key, data.get(key))
 
 
 def opt_bool(data: dict[str, Any], key: str, param: str | None = None) -> bool | None:
-    value = data.get(key)
-    if value is None or isinstance(value, bool):
-        return value
-    invalid(param or key, f"'{param or key}' must be a boolean, not {json_type(value)}.")
+    return boolean(param or key, data.get(key))
 
 
 def opt_number(data: dict[str, Any], key: str) -> float | None:
-    value = data.get(key)
-    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-        return value
-    invalid(key, f"'{key}' must be a number, not {json_type(value)}.")
+    return number(key, data.get(key))
 
 
 def opt_int(data: dict[str, Any], key: str) -> int | None:
-    value = data.get(key)
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    invalid(key, f"'{key}' must be an integer, not {json_type(value)}.")
+    return integer(key, data.get(key))
 
 
 def opt_object(data: dict[str, Any], key: str, param: str | None = None) -> dict[str, Any] | None:
-    value = data.get(key)
-    if value is None or isinstance(value, dict):
-        return value
-    invalid(param or key, f"'{param or key}' must be an object, not {json_type(value)}.")
+    return obj(param or key, data.get(key))
 
 
 def opt_list(data: dict[str, Any], key: str, param: str | None = None) -> list[Any] | None:
-    value = data.get(key)
-    if value is None or isinstance(value, list):
-        return value
-    invalid(param or key, f"'{param or key}' must be an array, not {json_type(value)}.")
+    return array(param or key, data.get(key))

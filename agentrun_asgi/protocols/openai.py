@@ -180,6 +180,15 @@ class ChatCompletionCollector:
         self.finish_reason: str | None = None
         self.error: tuple[str, str | None] | None = None
 
+    def add_all(self, raw: list[Any]) -> None:
+        """Add a run's raw items (expanding any shape), up to its first error event."""
+        for value in raw:
+            ready = type(value) is str or type(value) is AgentEvent
+            for item in (value,) if ready else expand(value):
+                self.add(item)
+                if self.error is not None:
+                    return
+
     def add(self, item: str | AgentEvent) -> None:
         if type(item) is str:
             self.content.append(item)
@@ -279,15 +288,14 @@ class OpenAIProtocolHandler(ProtocolHandler):
         payload = b""
         try:
             items = await self.invoker.open(agent_request)
-            content = collector.content
-            async for item in items:
-                if type(item) is str:
-                    content.append(item)
-                    continue
-                for event in (item,) if type(item) is AgentEvent else expand(item):
-                    collector.add(event)
-                if collector.error is not None:
-                    break
+            # The whole run in one comprehension; when it is all text (the usual case) one
+            # join takes it, with no per-item work in Python. An error event still wins: the
+            # first one becomes the response.
+            raw = [item async for item in items]
+            try:
+                collector.content.append("".join(raw))
+            except TypeError:
+                collector.add_all(raw)
             if collector.error is None:
                 try:
                     payload = _dumps(collector.body(completion_id, created, model))
@@ -305,7 +313,7 @@ class OpenAIProtocolHandler(ProtocolHandler):
                     await aclose(items)
             raise
         if items is not None and collector.error is not None:
-            await aclose(items)  # stopped early: let the agent's generator clean up
+            await aclose(items)  # an iterator that failed may still hold resources
         if collector.error is not None:
             message, code = collector.error
             await send_error(send, ProtocolError(500, message, code=code))

@@ -1,6 +1,6 @@
-"""The run guard: the innermost layer, around the router, owning one request's life.
+"""The run guard: what the server's dispatcher does around every endpoint it calls.
 
-For every HTTP request that gets this far it:
+For every routed HTTP request the guard:
 - answers 503 once shutdown has begun (new work is refused; runs in flight go on);
 - watches ``receive`` for ``http.disconnect`` once the request body has been read (before
   that the endpoint reads ``receive`` itself) and then cancels the run: the agent stops at its
@@ -13,13 +13,16 @@ For every HTTP request that gets this far it:
 A stopped run is answered by whoever knows the wire: ``streaming.run_stream`` ends a started
 stream with its protocol's error frame; the guard answers a run whose response had not started
 (a non-stream completion) with 504 (deadline) or 503 (shutdown). A disconnect gets no answer.
-Cost is the point of how it is built. On asyncio a run is stopped with ``Task.cancel()`` and
-its deadline is a loop timer: an anyio ``CancelScope`` costs ~18 us per request on uvloop, about
-half of a whole bare-ASGI JSON request. The disconnect watcher is a bare task started by a timer
-``WATCH_DELAY`` after the body was read, so quick requests never start one (a disconnect is
-then seen within ``WATCH_DELAY``; uvicorn remembers it, so none is missed). Under another
-event loop (trio) an anyio cancel scope does the stopping and there is no watcher: a failing
-``send`` still stops a stream.
+
+Cost is the point of how it is built; a JSON request should cost next to nothing beyond its
+endpoint. On asyncio a run is stopped with ``Task.cancel()`` (an anyio ``CancelScope`` costs
+~18 us per request on uvloop). No timer or task is made per request: one sweep per
+``WATCH_DELAY`` (armed only while runs are in flight) starts a disconnect watcher for each run
+that has lived through a whole sweep period with its body read, so a quick request never gets
+one (a disconnect is then seen within two periods; uvicorn remembers it, so none is missed).
+A deadline is a loop timer, made only when there is one. Under another event loop (trio) an
+anyio cancel scope does the stopping and there is no watcher: a failing ``send`` still stops a
+stream.
 """
 
 from __future__ import annotations
@@ -27,22 +30,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..errors import ProtocolError
-from ..responses import send_error
-from ..types import ASGIApp, ASGIMessage, Receive, Scope, Send
+from .errors import ClientDisconnect, ProtocolError
+from .responses import send_error
+from .types import Endpoint, Send
+
+if TYPE_CHECKING:
+    from .requests import Request
 
 logger = logging.getLogger("agentrun_asgi")
-
-#: Where the guard puts the request's ``Run`` in the ASGI scope (an ASGI extension key).
-RUN_KEY = "agentrun.run"
 
 DISCONNECT = "disconnect"
 TIMEOUT = "timeout"
 SHUTDOWN = "shutdown"
+
+#: Seconds between sweeps; a run gets a disconnect watcher after one to two of them.
+WATCH_DELAY = 0.02
 
 _CLOSE: list[tuple[bytes, bytes]] = [(b"connection", b"close")]
 
@@ -54,53 +60,39 @@ def shutting_down() -> ProtocolError:
     )  # fmt: skip
 
 
-#: Seconds after the body is read before the disconnect watcher starts.
-WATCH_DELAY = 0.02
-
-
 class Run:
     """One request's run: how to stop it, why it was stopped, whether its response started."""
 
     __slots__ = (
-        "deadline", "deadline_is_shutdown", "reason", "receive", "scope", "started", "task",
-        "timeout", "timer", "watch_timer", "watcher",
+        "deadline", "deadline_is_shutdown", "reason", "request", "scope", "seen", "started",
+        "task", "timeout", "timer", "watcher",
     )  # fmt: skip
 
-    def __init__(self, timeout: float | None, receive: Receive) -> None:
+    def __init__(self, timeout: float | None, request: Request) -> None:
         self.reason: str | None = None
         #: Set by the endpoint (``run_stream``) once it has sent its response head.
         self.started = False
         self.timeout = timeout
-        self.receive = receive
-        #: asyncio: the request's task, and the timers that stop it or start the watcher.
+        self.request = request
+        #: asyncio: the request's task, its deadline timer and its disconnect watcher.
         self.task: asyncio.Task[Any] | None = None
         self.deadline = math.inf
         self.deadline_is_shutdown = False
         self.timer: asyncio.TimerHandle | None = None
-        self.watch_timer: asyncio.TimerHandle | None = None
         self.watcher: asyncio.Task[None] | None = None
+        #: Seen by a sweep already: the next one starts the watcher.
+        self.seen = False
         #: Other event loops: the anyio cancel scope around the run.
         self.scope: anyio.CancelScope | None = None
 
-    async def receive_body(self) -> ASGIMessage:
-        """The endpoint's ``receive``: arms the disconnect watcher once the body is in."""
-        message = await self.receive()
-        if (
-            self.task is not None
-            and self.watch_timer is None
-            and not message.get("more_body", False)
-            and message["type"] == "http.request"
-        ):
-            # From now on ``receive`` only ever says "disconnect".
-            self.watch_timer = self.task.get_loop().call_later(WATCH_DELAY, self._start_watcher)
-        return message
-
-    def _start_watcher(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.watcher = self.task.get_loop().create_task(self._watch())
+    def watch(self) -> None:
+        """Start the disconnect watcher, once the body is read (``receive`` is then ours)."""
+        task = self.task
+        if task is not None and not task.done() and self.request.body_read:
+            self.watcher = task.get_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
-        receive = self.receive
+        receive = self.request.receive
         try:
             while (await receive())["type"] != "http.disconnect":
                 pass
@@ -144,14 +136,6 @@ class Run:
         """Let the run go on until ``deadline`` at most (shutdown's grace period)."""
         self.set_deadline(deadline, shutdown=True)
 
-    def release(self) -> None:
-        """The run is over: cancel its timers and its watcher."""
-        for handle in (self.timer, self.watch_timer):
-            if handle is not None:
-                handle.cancel()
-        if self.watcher is not None:
-            self.watcher.cancel()
-
     def stop_error(self) -> ProtocolError | None:
         """Why the run was stopped, as the error to tell the client; None after a disconnect.
 
@@ -172,20 +156,61 @@ class Run:
 
 
 class Lifecycle:
-    """Shutdown state shared by the guard and the server: the closing flag, the runs in flight."""
+    """The runs in flight and the shutdown state, shared by the dispatcher and the server."""
 
-    __slots__ = ("_idle", "closing", "grace", "runs")
+    __slots__ = ("_idle", "_loop", "closing", "grace", "runs")
 
     def __init__(self, grace: float) -> None:
         self.grace = grace
         self.closing = False
         self.runs: set[Run] = set()
         self._idle: anyio.Event | None = None
+        #: The loop the sweep is armed on (None: not armed).
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def enter(self, run: Run, task: asyncio.Task[Any] | None) -> None:
+        """Track a run (the hot path: a set insert, and on asyncio the sweep armed if idle)."""
+        self.runs.add(run)
+        if task is None:
+            return
+        run.task = task
+        loop = task.get_loop()
+        if self._loop is not loop:
+            self._loop = loop
+            loop.call_later(WATCH_DELAY, self._sweep)
+        if run.timeout is not None:
+            run.set_deadline(loop.time() + run.timeout)
+
+    def _sweep(self) -> None:
+        loop = self._loop
+        if not self.runs or loop is None:
+            self._loop = None
+            return
+        for run in self.runs:
+            if run.watcher is None and run.task is not None:
+                if run.seen:
+                    run.watch()
+                else:
+                    run.seen = True
+        loop.call_later(WATCH_DELAY, self._sweep)
+
+    def leave(self, run: Run) -> None:
+        """The run is over: drop its timer and watcher, and say so when the last one ends."""
+        run.request.run = None  # no cycle left for the garbage collector
+        if run.timer is not None:
+            run.timer.cancel()
+        if run.watcher is not None:
+            run.watcher.cancel()
+        runs = self.runs
+        runs.discard(run)
+        if not runs and self._idle is not None:
+            self._idle.set()
 
     def reopen(self) -> None:
         """Serve again (a startup after a shutdown, as when one app object is served twice)."""
         self.closing = False
         self._idle = None
+        self._loop = None
 
     def begin_shutdown(self) -> None:
         """Refuse new requests and give the runs in flight ``grace`` seconds more.
@@ -210,100 +235,47 @@ class Lifecycle:
         with anyio.move_on_after(self.grace + 1.0):
             await self._idle.wait()
 
-    def finished(self, run: Run) -> None:
-        runs = self.runs
-        runs.discard(run)
-        if not runs and self._idle is not None:
-            self._idle.set()
 
-
-class RunGuard:
-    """The guard layer (see the module docstring); ``app`` is the router."""
-
-    __slots__ = ("app", "lifecycle", "timeout")
-
-    def __init__(self, app: ASGIApp, lifecycle: Lifecycle, timeout: float | None = None) -> None:
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"request_timeout must be positive, got {timeout!r}")
-        self.app = app
-        self.lifecycle = lifecycle
-        self.timeout = timeout
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        lifecycle = self.lifecycle
-        if lifecycle.closing:
-            await send_error(send, shutting_down())
-            return
-        run = Run(self.timeout, receive)
-        scope[RUN_KEY] = run
-        lifecycle.runs.add(run)
+async def run_anyio(
+    run: Run, endpoint: Endpoint, request: Request, send: Send
+) -> tuple[bool, Exception | None]:
+    """Other event loops: the endpoint under an anyio cancel scope; (finished, error)."""
+    with anyio.CancelScope() as cancel_scope:
+        run.scope = cancel_scope
+        if run.timeout is not None:
+            run.set_deadline(anyio.current_time() + run.timeout)
         try:
-            task = asyncio.current_task()
-        except RuntimeError:  # not asyncio
-            task = None
-        done = False
-        error: Exception | None = None
-        try:
-            if task is None:
-                done, error = await self._run_anyio(run, scope, send)
-            else:
-                # asyncio, inline (the hot path): Task.cancel() stops the run, timers time it.
-                run.task = task
-                if self.timeout is not None:
-                    run.set_deadline(task.get_loop().time() + self.timeout)
-                try:
-                    await self.app(scope, run.receive_body, send)
-                    done = True
-                except asyncio.CancelledError:
-                    if run.reason is None:
-                        raise  # not ours
-                    uncancel = getattr(task, "uncancel", None)  # Python 3.11+
-                    if uncancel is not None:
-                        uncancel()
-                except Exception as exc:
-                    error = exc
-        except BaseException:
-            # Cancelled from outside (the ASGI server gave up waiting at shutdown).
-            if not run.started:
-                with anyio.CancelScope(shield=True):
-                    await send_fallback(send, shutting_down())
-            raise
-        finally:
-            run.release()
-            lifecycle.finished(run)
+            await endpoint(request, send)
+        except Exception as exc:
+            return False, exc
+        return True, None
+    return False, None
 
-        if error is not None:
-            await self._failed(run, error, send)
-        elif not done and not run.started:
+
+async def after_run(run: Run, error: Exception | None, send: Send) -> None:
+    """Answer a run that raised or was stopped (the rare path, kept out of the dispatcher)."""
+    if error is None:
+        if not run.started:
             stop = run.stop_error()
             if stop is None:
                 logger.info("client disconnected; agent run cancelled")
             else:
                 logger.warning("agent run stopped: %s", stop.message)
                 await send_fallback(send, stop)
-
-    async def _run_anyio(self, run: Run, scope: Scope, send: Send) -> tuple[bool, Exception | None]:
-        with anyio.CancelScope() as cancel_scope:
-            run.scope = cancel_scope
-            if self.timeout is not None:
-                run.set_deadline(anyio.current_time() + self.timeout)
-            try:
-                await self.app(scope, run.receive_body, send)
-            except Exception as exc:
-                return False, exc
-            return True, None
-        return False, None
-
-    @staticmethod
-    async def _failed(run: Run, error: Exception, send: Send) -> None:
-        if run.started:
-            logger.error("endpoint failed after its response started", exc_info=error)
-            await end_body(send)
-        else:
-            logger.error("endpoint failed", exc_info=error)
-            await send_fallback(
-                send, ProtocolError(500, "Internal server error.", code="internal_error")
-            )
+    elif isinstance(error, ClientDisconnect):
+        pass  # gone before its body was read: nobody to answer
+    elif isinstance(error, ProtocolError) and not run.started:
+        # Raised by parsing and validation: the client's mistake, answered as such. A 413 was
+        # refused before its body was read: close rather than drain a huge upload.
+        if error.status == 413:
+            error.headers = [*(error.headers or ()), *_CLOSE]
+        await send_fallback(send, error)
+    elif run.started:
+        logger.error("endpoint failed after its response started", exc_info=error)
+        await end_body(send)
+    else:
+        logger.error("endpoint failed", exc_info=error)
+        await send_fallback(send, ProtocolError(500, "Internal server error.", code="internal_error"))
 
 
 async def end_body(send: Send) -> None:

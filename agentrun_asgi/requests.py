@@ -7,13 +7,16 @@ AgentRun SDK read them from ``request.raw_request``); nothing is computed until 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl
 
 import orjson
 
 from .errors import ClientDisconnect, ProtocolError
 from .types import Receive, Scope
+
+if TYPE_CHECKING:
+    from .guard import Run
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 
@@ -133,7 +136,9 @@ class URL:
 class Request:
     """The request an endpoint serves: scope and receive, read lazily, body capped in size."""
 
-    __slots__ = ("_body", "_headers", "_query_params", "max_body_size", "receive", "scope")
+    __slots__ = (
+        "_body", "_headers", "_query_params", "max_body_size", "receive", "run", "scope",
+    )  # fmt: skip
 
     def __init__(
         self, scope: Scope, receive: Receive, max_body_size: int = DEFAULT_MAX_BODY_SIZE
@@ -141,6 +146,8 @@ class Request:
         self.scope = scope
         self.receive = receive
         self.max_body_size = max_body_size
+        #: The guard's record of this request's run (set by the dispatcher).
+        self.run: Run | None = None
         self._body: bytes | None = None
         self._headers: Headers | None = None
         self._query_params: QueryParams | None = None
@@ -173,6 +180,11 @@ class Request:
     def client(self) -> Address | None:
         client = self.scope.get("client")
         return Address(client[0], client[1]) if client else None
+
+    @property
+    def body_read(self) -> bool:
+        """The whole body has been read through :meth:`body`: ``receive`` is free to watch."""
+        return self._body is not None
 
     async def body(self) -> bytes:
         """The whole body, refused with 413 past ``max_body_size`` before or while it is read."""

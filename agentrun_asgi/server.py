@@ -1,14 +1,15 @@
 """The ASGI entry point: ``AgentRunServer`` is itself an ASGI app.
 
 ``__call__`` takes every ASGI scope: ``lifespan`` (startup and shutdown), ``http`` (through the
-layers composed at construction, then routed to the protocol endpoints through one prefix
-tree), ``websocket`` (refused cleanly: closed before accept, which ASGI servers answer with 403).
+layers composed at construction, then ``Dispatcher``: one prefix tree, and the run guard
+around the protocol endpoint), ``websocket`` (refused cleanly: closed before accept, which ASGI
+servers answer with 403).
 
 An HTTP request goes, top to bottom (a layer whose feature is off is not in the chain):
-the user's ``middleware`` -> ``RequestIdMiddleware`` (id, log tag) -> ``AccessLogMiddleware``
--> ``MetricsMiddleware`` -> ``CORSMiddleware`` (preflights, Allow-Origin) ->
-``APIKeyMiddleware`` (401) -> ``RunGuard`` (503 when closing, disconnect watcher, deadline,
-500 boundary) -> ``_dispatch`` (404, 405, body limit, endpoint).
+the user's ``middleware`` -> the request id (``RequestIdMiddleware``; without user middleware
+it is given at the entry, with no layer) -> ``AccessLogMiddleware`` -> ``MetricsMiddleware`` -> ``CORSMiddleware`` (preflights,
+Allow-Origin) -> ``APIKeyMiddleware`` (401) -> ``Dispatcher`` (503 when closing, 404, 405,
+the run guard: disconnect watcher, deadline, 500 boundary) -> the endpoint.
 """
 
 from __future__ import annotations
@@ -21,20 +22,25 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from .errors import ClientDisconnect, ProtocolError
+from .dispatch import Dispatcher
 from .invoker import AgentFunc, Invoker
 from .middleware.access_log import AccessLogMiddleware
 from .middleware.auth import APIKeyMiddleware, api_keys_from_env
 from .middleware.cors import CORSMiddleware
-from .middleware.guard import Lifecycle, RunGuard
-from .middleware.request_id import RequestIdMiddleware, install_log_filter
+from .guard import Lifecycle
+from .middleware.request_id import (
+    RequestIdMiddleware,
+    install_log_filter,
+    tag_request,
+    untag_request,
+)
 from .playground import PlaygroundHandler
 from .protocols.agui import AGUIProtocolHandler
 from .protocols.base import ProtocolHandler
 from .protocols.openai import OpenAIProtocolHandler
 from .protocols.responses import OpenAIResponsesProtocolHandler
-from .requests import DEFAULT_MAX_BODY_SIZE, Request, route_path
-from .responses import JSON_HEADERS, send_bytes, send_error
+from .requests import DEFAULT_MAX_BODY_SIZE, Request
+from .responses import JSON_HEADERS, send_bytes
 from .routing import Route, Router
 from .types import ASGIApp, Receive, Scope, Send
 
@@ -47,8 +53,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("agentrun_asgi")
 
 _HEALTH_BODY = b'{"status":"ok"}'
-#: Refused before its body was read: close the connection rather than drain a huge upload.
-_CLOSE = (b"connection", b"close")
 
 Lifespan = Callable[["AgentRunServer"], AbstractAsyncContextManager[Any]]
 
@@ -163,7 +167,10 @@ class AgentRunServer:
         layers: list[Callable[[ASGIApp], ASGIApp]] = list(middleware)
         if request_id:
             install_log_filter(logger)
-            layers.append(RequestIdMiddleware)
+            if middleware:
+                layers.append(RequestIdMiddleware)  # the user's layers see its header
+        #: Request ids given at the entry, with no layer: the same as an outermost layer.
+        self._tag_at_entry = request_id and not middleware
         if access_log:
             layers.append(AccessLogMiddleware)
         if self.metrics is not None:
@@ -183,8 +190,7 @@ class AgentRunServer:
             if self.metrics is not None and metrics_path and metrics_public:
                 open_paths.append(metrics_path)
             layers.append(partial(APIKeyMiddleware, keys=self.api_keys, open_paths=open_paths))
-        layers.append(partial(RunGuard, lifecycle=self.lifecycle, timeout=request_timeout))
-        app: ASGIApp = self._dispatch
+        app: ASGIApp = Dispatcher(self.router, self.lifecycle, max_body_size, request_timeout)
         for layer in reversed(layers):
             app = layer(app)
         self._http: ASGIApp = app
@@ -205,7 +211,14 @@ class AgentRunServer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            if not self._tag_at_entry:
+                await self._http(scope, receive, send)
+                return
+            token, send = tag_request(scope, send)
+            try:
+                await self._http(scope, receive, send)
+            finally:
+                untag_request(token)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
         elif kind == "websocket":
@@ -213,35 +226,6 @@ class AgentRunServer:
             await send({"type": "websocket.close", "code": 1008, "reason": "not supported"})
         else:
             raise RuntimeError(f"unsupported ASGI scope type {kind!r}")
-
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The innermost app: route, then let the endpoint read the body and respond."""
-        match = self.router.match(route_path(scope))
-        if match is None:
-            await send_error(send, ProtocolError(404, f"No route for {scope['path']}.",
-                                                 code="not_found"))  # fmt: skip
-            return
-        endpoints, allow, params = match
-        endpoint = endpoints.get(scope["method"])
-        if endpoint is None:
-            error = ProtocolError(
-                405, f"Method {scope['method']} is not allowed on {scope['path']}.",
-                code="method_not_allowed", headers=[(b"allow", allow)],
-            )  # fmt: skip
-            await send_error(send, error)
-            return
-        if params is not None:
-            scope["path_params"] = params
-        request = Request(scope, receive, self.max_body_size)
-        try:
-            await endpoint(request, send)
-        except ProtocolError as error:
-            # Raised by parsing and validation, before any response was started.
-            if error.status == 413:
-                error.headers = [*(error.headers or ()), _CLOSE]
-            await send_error(send, error)
-        except ClientDisconnect:
-            pass
 
     async def _health(self, request: Request, send: Send) -> None:
         await send_bytes(send, 200, _HEALTH_BODY, JSON_HEADERS)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import anyio
 
 from .invoker import AgentOutputError, StreamItem, aclose, expand
-from .middleware.guard import RUN_KEY, Run, end_body
+from .guard import Run, end_body
 from .models import AgentEvent
 from .requests import Request
 from .responses import start_event_stream
@@ -72,7 +72,7 @@ async def run_stream(
     error frame too). Items that are not ``str`` or ``AgentEvent`` are expanded by
     :func:`invoker.expand`.
     """
-    run: Run | None = request.scope.get(RUN_KEY)
+    run = request.run
     await start_event_stream(send, headers)
     if run is not None:
         run.started = True

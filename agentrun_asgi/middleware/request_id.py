@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
-from contextvars import ContextVar
+from collections.abc import Awaitable
+from contextvars import ContextVar, Token
 
 from ..ids import new_request_id
 from ..requests import header
@@ -50,8 +51,36 @@ def install_log_filter(logger: logging.Logger | logging.Handler) -> None:
         logger.addFilter(RequestIdFilter())
 
 
+def tag_request(scope: Scope, send: Send) -> tuple[Token[str | None], Send]:
+    """Give the request its id: set it for logging, and return ``send`` adding the header.
+
+    The returned ``send`` is a plain function handing back the server's own awaitable, so
+    tagging adds no coroutine per message. Pass the token to :func:`untag_request` at the end.
+    """
+    raw = header(scope, b"x-request-id")
+    if raw is None or _valid(raw) is None:
+        raw = new_request_id()
+    token = _REQUEST_ID.set(raw.decode("ascii"))
+    pair = (b"x-request-id", raw)
+
+    def send_with_id(message: ASGIMessage) -> Awaitable[None]:
+        if message["type"] == "http.response.start":
+            # A new list: the endpoint's header list may be a shared constant.
+            message["headers"] = [*message.get("headers", ()), pair]
+        return send(message)
+
+    return token, send_with_id
+
+
+untag_request = _REQUEST_ID.reset
+
+
 class RequestIdMiddleware:
-    """Gives each request its id (see the module docstring); the outermost layer."""
+    """Gives each request its id (see the module docstring), as a layer of its own.
+
+    ``AgentRunServer`` does the same at its entry, with no layer; this class is for ASGI
+    stacks assembled by hand.
+    """
 
     __slots__ = ("app",)
 
@@ -59,19 +88,8 @@ class RequestIdMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw = header(scope, b"x-request-id")
-        if raw is None or _valid(raw) is None:
-            raw = new_request_id()
-        token = _REQUEST_ID.set(raw.decode("ascii"))
-        pair = (b"x-request-id", raw)
-
-        async def send_with_id(message: ASGIMessage) -> None:
-            if message["type"] == "http.response.start":
-                # A new list: the endpoint's header list may be a shared constant.
-                message["headers"] = [*message.get("headers", ()), pair]
-            await send(message)
-
+        token, send = tag_request(scope, send)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send)
         finally:
-            _REQUEST_ID.reset(token)
+            untag_request(token)

@@ -48,7 +48,7 @@ class Dispatcher:
         if lifecycle.closing:
             await send_error(send, shutting_down())
             return
-        match = self.router.match(route_path(scope))
+        match = self.router.match(route_path(scope) if scope.get("root_path") else scope["path"])
         if match is None:
             await send_error(send, ProtocolError(404, f"No route for {scope['path']}.",
                                                  code="not_found"))  # fmt: skip

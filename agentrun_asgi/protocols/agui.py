@@ -45,7 +45,7 @@ from ..streaming import run_stream
 from ..types import Send
 from .agui_input import parse_run_input
 from .base import ProtocolHandler
-from .validation import read_object
+from .validation import parse_object
 
 PROTOCOL_VERSION = "1.0"
 
@@ -442,7 +442,7 @@ class AGUIProtocolHandler(ProtocolHandler):
         return (Route("", self.run_agent, ("POST",), "agui.run"),)
 
     async def run_agent(self, request: Request, send: Send) -> None:
-        data = await read_object(request)
+        data = parse_object(await request.body(), request.scope)
         agent_request = parse_run_input(data)
         agent_request.raw_request = request
         encoder = AGUIStreamEncoder(

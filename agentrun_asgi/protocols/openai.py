@@ -25,7 +25,7 @@ from ..streaming import error_message, run_stream
 from ..types import Send
 from .base import ProtocolHandler
 from .openai_input import DEFAULT_MODEL, parse_chat_request
-from .validation import read_object
+from .validation import parse_object
 
 logger = logging.getLogger("agentrun_asgi")
 
@@ -230,16 +230,26 @@ class ChatCompletionCollector:
         if self.reasoning:
             message["reasoning_content"] = "".join(self.reasoning)
         reason = self.finish_reason or ("tool_calls" if self.tool_calls else "stop")
-        usage = self.usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-        return {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": reason,
-                         "logprobs": None}],
-            "usage": usage,
-        }  # fmt: skip
+        return completion(completion_id, created, model, message, reason, self.usage)
+
+
+def completion(
+    completion_id: str,
+    created: int,
+    model: str,
+    message: dict[str, Any],
+    reason: str = "stop",
+    usage: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A ``chat.completion`` object (a run of plain text needs no collector to make one)."""
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": reason, "logprobs": None}],
+        "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }
 
 
 # -- the handler -------------------------------------------------------------------------------
@@ -273,7 +283,7 @@ class OpenAIProtocolHandler(ProtocolHandler):
         await send_bytes(send, 200, self._models_body, JSON_HEADERS)
 
     async def chat_completions(self, request: Request, send: Send) -> None:
-        data = await read_object(request)
+        data = parse_object(await request.body(), request.scope)
         agent_request, include_usage = parse_chat_request(data)
         agent_request.raw_request = request
         completion_id = new_id("chatcmpl-")
@@ -283,39 +293,41 @@ class OpenAIProtocolHandler(ProtocolHandler):
             encoder = ChatStreamEncoder(completion_id, created, model, include_usage)
             await run_stream(request, send, self.invoker.open(agent_request), encoder)
             return
-        collector = ChatCompletionCollector()
         items: AsyncIterator[Any] | None = None
+        error: tuple[str, str | None] | None = None
         payload = b""
         try:
             items = await self.invoker.open(agent_request)
             # The whole run in one comprehension; when it is all text (the usual case) one
-            # join takes it, with no per-item work in Python. An error event still wins: the
-            # first one becomes the response.
+            # join takes it, with no per-item work in Python and no collector.
             raw = [item async for item in items]
             try:
-                collector.content.append("".join(raw))
+                body = completion(completion_id, created, model,
+                                  {"role": "assistant", "content": "".join(raw)})  # fmt: skip
             except TypeError:
-                collector.add_all(raw)
-            if collector.error is None:
+                collector = ChatCompletionCollector()
+                collector.add_all(raw)  # the first error event wins
+                error = collector.error
+                body = collector.body(completion_id, created, model)
+            if error is None:
                 try:
-                    payload = _dumps(collector.body(completion_id, created, model))
+                    payload = _dumps(body)
                 except TypeError as exc:
-                    unsendable = f"the agent emitted an item that cannot be sent: {exc}"
-                    collector.error = (unsendable, None)
+                    error = (f"the agent emitted an item that cannot be sent: {exc}", None)
                     raise
         except Exception as exc:
             logger.exception("agent failed")
-            if collector.error is None:
-                collector.error = (error_message(exc), None)
+            if error is None:
+                error = (error_message(exc), None)
         except BaseException:
             if items is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose(items)
             raise
-        if items is not None and collector.error is not None:
-            await aclose(items)  # an iterator that failed may still hold resources
-        if collector.error is not None:
-            message, code = collector.error
+        if error is not None:
+            if items is not None:
+                await aclose(items)  # an iterator that failed may still hold resources
+            message, code = error
             await send_error(send, ProtocolError(500, message, code=code))
             return
         await send_bytes(send, 200, payload, JSON_HEADERS)

@@ -119,7 +119,7 @@ def _parse_message(raw: Any, i: int) -> Message:
         )
     content = raw.get("content")
     if len(raw) == 2 and type(content) is str:
-        return Message(role=role, content=content)  # role and text: nothing more to check
+        return Message(role, content)  # role and text: nothing more to check
     where = f"messages[{i}]"
     content = message_content(raw, where)
     tool_calls = opt_list(raw, "tool_calls", f"{where}.tool_calls")

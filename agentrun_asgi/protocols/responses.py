@@ -39,9 +39,7 @@ from ..streaming import error_message, run_stream
 from ..types import Send
 from .base import ProtocolHandler
 from .responses_input import parse_responses_request
-from .validation import (
-    read_object,
-)
+from .validation import parse_object
 
 logger = logging.getLogger("agentrun_asgi")
 
@@ -437,7 +435,7 @@ class OpenAIResponsesProtocolHandler(ProtocolHandler):
         return (Route("/responses", self.create_response, ("POST",), "openai.responses"),)
 
     async def create_response(self, request: Request, send: Send) -> None:
-        data = await read_object(request)
+        data = parse_object(await request.body(), request.scope)
         agent_request = parse_responses_request(data)
         agent_request.raw_request = request
         model: str = agent_request.model  # type: ignore[assignment]

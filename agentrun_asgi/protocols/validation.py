@@ -11,26 +11,31 @@ import orjson
 
 from ..errors import ProtocolError
 from ..requests import Request, header
+from ..types import Scope
 
 
 def invalid(param: str, message: str, status: int = 400) -> NoReturn:
     raise ProtocolError(status, message, param=param, code="invalid_value")
 
 
-def parse_object(body: bytes, content_type: bytes | None) -> dict[str, Any]:
-    """The body as a JSON object. Any content type is accepted if the body is JSON."""
+def parse_object(body: bytes, scope: Scope | None = None) -> dict[str, Any]:
+    """The body as a JSON object. Any content type is accepted if the body is JSON.
+
+    ``scope`` is only read when the body is refused, to name its Content-Type in the error.
+    """
     if not body:
         raise ProtocolError(400, "The request body is empty; send a JSON object.")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         hint = ""
+        content_type = header(scope, b"content-type") if scope is not None else None
         if content_type is not None and b"json" not in content_type.lower():
             hint = f" (Content-Type was {content_type.decode('latin-1')!r})"
         raise ProtocolError(
             400, f"The request body is not valid JSON{hint}: {exc}", code="invalid_json"
         ) from None
-    if not isinstance(data, dict):
+    if type(data) is not dict:
         raise ProtocolError(
             400,
             f"The request body must be a JSON object, not {json_type(data)}.",
@@ -41,7 +46,7 @@ def parse_object(body: bytes, content_type: bytes | None) -> dict[str, Any]:
 
 async def read_object(request: Request) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 (413 past the body limit)."""
-    return parse_object(await request.body(), header(request.scope, b"content-type"))
+    return parse_object(await request.body(), request.scope)
 
 
 def json_type(value: Any) -> str:

@@ -10,16 +10,13 @@ as much as a whole bare-ASGI JSON request's own work, so the always-on parts are
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
-import anyio
 
 from .errors import ProtocolError
-from .guard import Lifecycle, Run, after_run, run_anyio, send_fallback, shutting_down
+from .guard import Lifecycle, after_run, refuse_cancelled, run_anyio, shutting_down
 from .requests import Request, route_path
 from .responses import send_error
 from .routing import Router
-from .types import Receive, Scope, Send
+from .types import Endpoint, Receive, Scope, Send
 
 _current_task = asyncio.current_task
 
@@ -29,19 +26,11 @@ class Dispatcher:
 
     __slots__ = ("lifecycle", "max_body_size", "router", "timeout")
 
-    def __init__(
-        self,
-        router: Router,
-        lifecycle: Lifecycle,
-        max_body_size: int,
-        timeout: float | None = None,
-    ) -> None:
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"request_timeout must be positive, got {timeout!r}")
+    def __init__(self, router: Router, lifecycle: Lifecycle, max_body_size: int) -> None:
         self.router = router
         self.lifecycle = lifecycle
         self.max_body_size = max_body_size
-        self.timeout = timeout
+        self.timeout = lifecycle.timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         lifecycle = self.lifecycle
@@ -66,41 +55,70 @@ class Dispatcher:
             scope["path_params"] = params
 
         request = Request(scope, receive, self.max_body_size)
-        run = request.run = Run(self.timeout, request)
-        task: asyncio.Task[Any] | None
         try:
             task = _current_task()
         except RuntimeError:  # not asyncio (trio): an anyio cancel scope does the stopping
             task = None
-        lifecycle.enter(run, task)
+        if task is None:
+            await self._run_anyio(endpoint, request, send)
+            return
+        # The guard, in line: the request is in flight while it is in ``runs``.
+        runs = lifecycle.runs
+        runs[task] = request
+        lifecycle.fresh.append(task)
+        loop = task.get_loop()
+        if lifecycle.sweeping is not loop:
+            lifecycle.start_sweeping(loop)
+        if self.timeout is not None:
+            lifecycle.run_of(task, request).set_deadline(loop.time() + self.timeout)
         failure: Exception | None = None
         stopped = False
         try:
-            if task is None:
-                done, failure = await run_anyio(run, endpoint, request, send)
-                stopped = not done and failure is None
-            else:
-                try:
-                    await endpoint(request, send)
-                except asyncio.CancelledError:
-                    if run.reason is None:
-                        raise  # not ours: the ASGI server is giving up on the request
-                    stopped = True
-                    uncancel = getattr(task, "uncancel", None)  # Python 3.11+
-                    if uncancel is not None:
-                        uncancel()
+            await endpoint(request, send)
+        except asyncio.CancelledError:
+            run = request.run
+            if run is None or run.reason is None:
+                await refuse_cancelled(request, send)
+                raise  # not ours: the ASGI server is giving up on the request
+            stopped = True
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+            if uncancel is not None:
+                uncancel()
         except Exception as exc:
             failure = exc
         except BaseException:
-            # Cancelled from outside (the ASGI server gave up waiting at shutdown).
-            if not run.started:
-                with anyio.CancelScope(shield=True):
-                    await send_fallback(send, shutting_down())
+            await refuse_cancelled(request, send)
             raise
         finally:
-            lifecycle.leave(run)
+            del runs[task]
+            run = request.run
+            if run is not None:
+                run.release()
+            if lifecycle.closing:
+                lifecycle.finished()
         if failure is not None or stopped:
             try:
-                await after_run(run, failure, send)
+                await after_run(request, run, failure, send)
             finally:
                 failure = None  # its traceback holds this frame: no cycle left behind
+
+    async def _run_anyio(self, endpoint: Endpoint, request: Request, send: Send) -> None:
+        lifecycle = self.lifecycle
+        run = lifecycle.run_of(request, request)
+        lifecycle.runs[request] = request
+        failure: Exception | None = None
+        try:
+            done, failure = await run_anyio(run, endpoint, send)
+        except BaseException:
+            await refuse_cancelled(request, send)
+            raise
+        finally:
+            del lifecycle.runs[request]
+            run.release()
+            if lifecycle.closing:
+                lifecycle.finished()
+        if failure is not None or not done:
+            try:
+                await after_run(request, run, failure, send)
+            finally:
+                failure = None

@@ -15,14 +15,17 @@ stream with its protocol's error frame; the guard answers a run whose response h
 (a non-stream completion) with 504 (deadline) or 503 (shutdown). A disconnect gets no answer.
 
 Cost is the point of how it is built; a JSON request should cost next to nothing beyond its
-endpoint. On asyncio a run is stopped with ``Task.cancel()`` (an anyio ``CancelScope`` costs
-~18 us per request on uvloop). No timer or task is made per request: one sweep per
-``WATCH_DELAY`` (armed only while runs are in flight) starts a disconnect watcher for each run
-that has lived through a whole sweep period with its body read, so a quick request never gets
-one (a disconnect is then seen within two periods; uvicorn remembers it, so none is missed).
-A deadline is a loop timer, made only when there is one. Under another event loop (trio) an
-anyio cancel scope does the stopping and there is no watcher: a failing ``send`` still stops a
-stream.
+endpoint. On asyncio a request costs the guard one dict entry (its task -> its ``Request``)
+and one list append, made in line by the dispatcher; a ``Run`` (stop reason, deadline timer,
+watcher) is made only for a request that needs one: a deadline, a shutdown, or a life long
+enough to be watched. A run is stopped with ``Task.cancel()`` (an anyio ``CancelScope`` costs
+~18 us per request on uvloop). One sweep per ``WATCH_DELAY``, armed only while requests are in
+flight, starts a disconnect watcher for each request that was already there at the previous
+sweep and has its body read; it looks only at the requests that arrived since, so its cost
+does not grow with the streams held open, and a quick request never gets a watcher (a
+disconnect is seen within two periods; uvicorn remembers it, so none is missed). Under another
+event loop (trio) an anyio cancel scope does the stopping and there is no watcher: a failing
+``send`` still stops a stream.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ DISCONNECT = "disconnect"
 TIMEOUT = "timeout"
 SHUTDOWN = "shutdown"
 
-#: Seconds between sweeps; a run gets a disconnect watcher after one to two of them.
+#: Seconds between sweeps; a request gets a disconnect watcher after one to two of them.
 WATCH_DELAY = 0.02
 
 _CLOSE: list[tuple[bytes, bytes]] = [(b"connection", b"close")]
@@ -61,34 +64,31 @@ def shutting_down() -> ProtocolError:
 
 
 class Run:
-    """One request's run: how to stop it, why it was stopped, whether its response started."""
+    """What the guard knows of one request beyond its being in flight: made only when needed."""
 
     __slots__ = (
-        "deadline", "deadline_is_shutdown", "reason", "request", "scope", "seen", "started",
-        "task", "timeout", "timer", "watcher",
+        "deadline", "deadline_is_shutdown", "reason", "request", "scope", "task", "timeout",
+        "timer", "watcher",
     )  # fmt: skip
 
-    def __init__(self, timeout: float | None, request: Request) -> None:
-        self.reason: str | None = None
-        #: Set by the endpoint (``run_stream``) once it has sent its response head.
-        self.started = False
-        self.timeout = timeout
+    def __init__(
+        self, request: Request, task: asyncio.Task[Any] | None, timeout: float | None
+    ) -> None:
         self.request = request
-        #: asyncio: the request's task, its deadline timer and its disconnect watcher.
-        self.task: asyncio.Task[Any] | None = None
+        self.task = task
+        self.timeout = timeout
+        self.reason: str | None = None
         self.deadline = math.inf
         self.deadline_is_shutdown = False
         self.timer: asyncio.TimerHandle | None = None
         self.watcher: asyncio.Task[None] | None = None
-        #: Seen by a sweep already: the next one starts the watcher.
-        self.seen = False
         #: Other event loops: the anyio cancel scope around the run.
         self.scope: anyio.CancelScope | None = None
 
     def watch(self) -> None:
-        """Start the disconnect watcher, once the body is read (``receive`` is then ours)."""
+        """Start the disconnect watcher (the body is read: ``receive`` is the guard's now)."""
         task = self.task
-        if task is not None and not task.done() and self.request.body_read:
+        if task is not None and self.watcher is None and not task.done():
             self.watcher = task.get_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
@@ -132,16 +132,17 @@ class Run:
             if shutdown and self.reason is None:
                 self.reason = SHUTDOWN
 
-    def shut_down(self, deadline: float) -> None:
-        """Let the run go on until ``deadline`` at most (shutdown's grace period)."""
-        self.set_deadline(deadline, shutdown=True)
+    def release(self) -> None:
+        """The request is over: drop the timer, the watcher and the request's link back."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.watcher is not None:
+            self.watcher.cancel()
+            self.watcher = None  # its cancellation's traceback holds this run
+        self.request.run = None  # no cycle left for the garbage collector
 
     def stop_error(self) -> ProtocolError | None:
-        """Why the run was stopped, as the error to tell the client; None after a disconnect.
-
-        A cancellation that did not come from this run came from the ASGI server (uvicorn
-        cancels requests when ``--timeout-graceful-shutdown`` runs out): shutdown.
-        """
+        """Why the run was stopped, as the error to tell the client; None after a disconnect."""
         reason = self.reason
         if reason is None and self.scope is not None and self.scope.cancel_called:
             reason = SHUTDOWN if self.deadline_is_shutdown else TIMEOUT
@@ -155,62 +156,84 @@ class Run:
         return shutting_down()
 
 
+def stop_error(run: Run | None) -> ProtocolError | None:
+    """Why a request's run was stopped. With no ``Run`` the guard did not stop it: the
+    cancellation came from the ASGI server (uvicorn cancels requests when its
+    ``--timeout-graceful-shutdown`` runs out), which is a shutdown."""
+    return run.stop_error() if run is not None else shutting_down()
+
+
 class Lifecycle:
-    """The runs in flight and the shutdown state, shared by the dispatcher and the server."""
+    """The requests in flight and the shutdown state, shared by the dispatcher and the server.
 
-    __slots__ = ("_idle", "_loop", "closing", "grace", "runs")
+    ``runs`` maps each request in flight to its ``Request``, keyed by its asyncio task (or, on
+    other event loops, by the request itself); the dispatcher adds and removes entries.
+    """
 
-    def __init__(self, grace: float) -> None:
+    __slots__ = ("_idle", "_waiting", "closing", "fresh", "grace", "runs", "sweeping", "timeout")
+
+    def __init__(self, grace: float, timeout: float | None = None) -> None:
         self.grace = grace
+        self.timeout = timeout
         self.closing = False
-        self.runs: set[Run] = set()
+        self.runs: dict[Any, Request] = {}
+        #: Tasks of the requests that arrived since the last sweep (the dispatcher appends).
+        self.fresh: list[asyncio.Task[Any]] = []
+        #: The loop the sweep runs on (None: not armed). A loop, not a flag: an app object
+        #: served again on a new loop (a test, an embedding without lifespan) sweeps there.
+        self.sweeping: asyncio.AbstractEventLoop | None = None
+        #: Tasks in flight at the last sweep still waiting for a watcher.
+        self._waiting: list[asyncio.Task[Any]] = []
         self._idle: anyio.Event | None = None
-        #: The loop the sweep is armed on (None: not armed).
-        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def enter(self, run: Run, task: asyncio.Task[Any] | None) -> None:
-        """Track a run (the hot path: a set insert, and on asyncio the sweep armed if idle)."""
-        self.runs.add(run)
-        if task is None:
-            return
-        run.task = task
-        loop = task.get_loop()
-        if self._loop is not loop:
-            self._loop = loop
-            loop.call_later(WATCH_DELAY, self._sweep)
-        if run.timeout is not None:
-            run.set_deadline(loop.time() + run.timeout)
+    def run_of(self, key: Any, request: Request) -> Run:
+        """The request's ``Run``, made now if it has none."""
+        run = request.run
+        if run is None:
+            task = key if isinstance(key, asyncio.Task) else None
+            run = request.run = Run(request, task, self.timeout)
+        return run
 
-    def _sweep(self) -> None:
-        loop = self._loop
-        if not self.runs or loop is None:
-            self._loop = None
-            return
-        for run in self.runs:
-            if run.watcher is None and run.task is not None:
-                if run.seen:
-                    run.watch()
-                else:
-                    run.seen = True
-        loop.call_later(WATCH_DELAY, self._sweep)
+    def start_sweeping(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.sweeping = loop
+        self._waiting = []
+        loop.call_later(WATCH_DELAY, self._sweep, loop)
 
-    def leave(self, run: Run) -> None:
-        """The run is over: drop its timer and watcher, and say so when the last one ends."""
-        run.request.run = None  # no cycle left for the garbage collector
-        if run.timer is not None:
-            run.timer.cancel()
-        if run.watcher is not None:
-            run.watcher.cancel()
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch the requests that lived through a whole period; O(requests that arrived)."""
+        if loop is not self.sweeping:
+            return  # superseded by a sweep on another loop
         runs = self.runs
-        runs.discard(run)
-        if not runs and self._idle is not None:
+        waiting: list[asyncio.Task[Any]] = []
+        for task in self._waiting:
+            request = runs.get(task)
+            if request is None:
+                continue  # over
+            if request.body_read:
+                self.run_of(task, request).watch()
+            else:
+                waiting.append(task)  # still reading its body: look again next time
+        waiting += self.fresh
+        self.fresh = []
+        self._waiting = waiting
+        if runs:
+            loop.call_later(WATCH_DELAY, self._sweep, loop)
+        else:
+            self.sweeping = None
+            self._waiting = []
+
+    def finished(self) -> None:
+        """A request left ``runs`` after shutdown began: say so if it was the last."""
+        if not self.runs and self._idle is not None:
             self._idle.set()
 
     def reopen(self) -> None:
         """Serve again (a startup after a shutdown, as when one app object is served twice)."""
         self.closing = False
         self._idle = None
-        self._loop = None
+        self.sweeping = None
+        self.fresh = []
+        self._waiting = []
 
     def begin_shutdown(self) -> None:
         """Refuse new requests and give the runs in flight ``grace`` seconds more.
@@ -223,8 +246,8 @@ class Lifecycle:
         self.closing = True
         self._idle = anyio.Event()
         deadline = anyio.current_time() + self.grace  # the loop's clock, as timers use
-        for run in self.runs:
-            run.shut_down(deadline)
+        for key, request in list(self.runs.items()):
+            self.run_of(key, request).set_deadline(deadline, shutdown=True)
         if not self.runs:
             self._idle.set()
 
@@ -236,27 +259,27 @@ class Lifecycle:
             await self._idle.wait()
 
 
-async def run_anyio(
-    run: Run, endpoint: Endpoint, request: Request, send: Send
-) -> tuple[bool, Exception | None]:
+async def run_anyio(run: Run, endpoint: Endpoint, send: Send) -> tuple[bool, Exception | None]:
     """Other event loops: the endpoint under an anyio cancel scope; (finished, error)."""
     with anyio.CancelScope() as cancel_scope:
         run.scope = cancel_scope
         if run.timeout is not None:
             run.set_deadline(anyio.current_time() + run.timeout)
         try:
-            await endpoint(request, send)
+            await endpoint(run.request, send)
         except Exception as exc:
             return False, exc
         return True, None
     return False, None
 
 
-async def after_run(run: Run, error: Exception | None, send: Send) -> None:
+async def after_run(
+    request: Request, run: Run | None, error: Exception | None, send: Send
+) -> None:
     """Answer a run that raised or was stopped (the rare path, kept out of the dispatcher)."""
     if error is None:
-        if not run.started:
-            stop = run.stop_error()
+        if not request.started:
+            stop = stop_error(run)
             if stop is None:
                 logger.info("client disconnected; agent run cancelled")
             else:
@@ -264,18 +287,25 @@ async def after_run(run: Run, error: Exception | None, send: Send) -> None:
                 await send_fallback(send, stop)
     elif isinstance(error, ClientDisconnect):
         pass  # gone before its body was read: nobody to answer
-    elif isinstance(error, ProtocolError) and not run.started:
+    elif isinstance(error, ProtocolError) and not request.started:
         # Raised by parsing and validation: the client's mistake, answered as such. A 413 was
         # refused before its body was read: close rather than drain a huge upload.
         if error.status == 413:
             error.headers = [*(error.headers or ()), *_CLOSE]
         await send_fallback(send, error)
-    elif run.started:
+    elif request.started:
         logger.error("endpoint failed after its response started", exc_info=error)
         await end_body(send)
     else:
         logger.error("endpoint failed", exc_info=error)
         await send_fallback(send, ProtocolError(500, "Internal server error.", code="internal_error"))
+
+
+async def refuse_cancelled(request: Request, send: Send) -> None:
+    """Cancelled from outside (the ASGI server gave up at shutdown): a 503 if nothing was sent."""
+    if not request.started:
+        with anyio.CancelScope(shield=True):
+            await send_fallback(send, shutting_down())
 
 
 async def end_body(send: Send) -> None:

@@ -138,6 +138,7 @@ class Request:
 
     __slots__ = (
         "_body", "_headers", "_query_params", "max_body_size", "receive", "run", "scope",
+        "started",
     )  # fmt: skip
 
     def __init__(
@@ -146,7 +147,9 @@ class Request:
         self.scope = scope
         self.receive = receive
         self.max_body_size = max_body_size
-        #: The guard's record of this request's run (set by the dispatcher).
+        #: The response head went out (set by ``run_stream``; the guard answers errors by it).
+        self.started = False
+        #: The guard's record of this request's run, made only when one is needed.
         self.run: Run | None = None
         self._body: bytes | None = None
         self._headers: Headers | None = None

@@ -143,7 +143,9 @@ class AgentRunServer:
         self._exit_stack: AsyncExitStack | None = None
         if shutdown_grace < 0:
             raise ValueError(f"shutdown_grace must be >= 0, got {shutdown_grace!r}")
-        self.lifecycle = Lifecycle(shutdown_grace)
+        if request_timeout is not None and request_timeout <= 0:
+            raise ValueError(f"request_timeout must be positive, got {request_timeout!r}")
+        self.lifecycle = Lifecycle(shutdown_grace, request_timeout)
         self.api_keys = list(api_keys if api_keys is not None else api_keys_from_env())
 
         routes: list[Route] = []
@@ -190,7 +192,7 @@ class AgentRunServer:
             if self.metrics is not None and metrics_path and metrics_public:
                 open_paths.append(metrics_path)
             layers.append(partial(APIKeyMiddleware, keys=self.api_keys, open_paths=open_paths))
-        app: ASGIApp = Dispatcher(self.router, self.lifecycle, max_body_size, request_timeout)
+        app: ASGIApp = Dispatcher(self.router, self.lifecycle, max_body_size)
         for layer in reversed(layers):
             app = layer(app)
         self._http: ASGIApp = app

@@ -3,7 +3,7 @@
 The encoder is sans-IO (it turns items into bytes); this module owns the I/O around it:
 - frames are written as they are produced; ``send`` applies the ASGI server's flow control,
   so a slow reader slows the agent instead of growing a buffer;
-- the run is stopped from outside, by the server's run guard (``middleware/guard.py``): on a
+- the run is stopped from outside, by the server's run guard (``guard.py``): on a
   client disconnect, at the request deadline, or at the end of shutdown's grace period. The
   agent is cancelled where it waits, its generator is closed (its ``finally`` runs), and unless
   the client is gone the stream ends with the protocol's error frame saying why;
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import anyio
 
 from .invoker import AgentOutputError, StreamItem, aclose, expand
-from .guard import Run, end_body
+from .guard import end_body, stop_error
 from .models import AgentEvent
 from .requests import Request
 from .responses import start_event_stream
@@ -72,10 +72,8 @@ async def run_stream(
     error frame too). Items that are not ``str`` or ``AgentEvent`` are expanded by
     :func:`invoker.expand`.
     """
-    run = request.run
     await start_event_stream(send, headers)
-    if run is not None:
-        run.started = True
+    request.started = True
     start = getattr(encoder, "start", None)
     if start is not None:
         # The run's opening frame goes out with the head, before the agent is even called.
@@ -95,7 +93,7 @@ async def run_stream(
         with anyio.CancelScope(shield=True):
             if items is not None:
                 await aclose(items)
-            await _end_stopped(send, encoder, run)
+            await _end_stopped(send, encoder, request)
         raise
     except _SendFailed as failed:
         logger.info("client gone (send failed: %r); agent stream closed", failed.__cause__)
@@ -116,16 +114,14 @@ async def _send_last(send: Send, tail: bytes) -> None:
     await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
-async def _end_stopped(send: Send, encoder: StreamEncoder, run: Run | None) -> None:
+async def _end_stopped(send: Send, encoder: StreamEncoder, request: Request) -> None:
     """End a stream whose run was stopped from outside: say why, unless the client left."""
-    stop = run.stop_error() if run is not None else None
-    if run is not None and stop is None:
+    stop = stop_error(request.run)
+    if stop is None:
         logger.info("client disconnected; agent stream closed")
         return
-    message = stop.message if stop is not None else "The run was cancelled."
-    code = stop.code if stop is not None else "cancelled"
-    logger.warning("agent stream stopped: %s", message)
-    tail = encoder.error(message, code)
+    logger.warning("agent stream stopped: %s", stop.message)
+    tail = encoder.error(stop.message, stop.code)
     try:
         if tail:
             await send({"type": "http.response.body", "body": tail, "more_body": True})

@@ -63,15 +63,19 @@ def test_a_request_leaves_no_reference_cycle(
             response = await call(server, method, path, body)
             assert response.status == status, response.body
 
-    asyncio.run(serve(3))  # warm: first-use caches, thread pools, lazy imports
-    gc.collect()
+    def garbage_after(times: int) -> int:
+        gc.collect()
+        asyncio.run(serve(times))
+        return gc.collect()
+
+    garbage_after(3)  # warm: first-use caches, thread pools, lazy imports
     enabled = gc.isenabled()
     gc.disable()
     try:
-        asyncio.run(serve(20))
-        # asyncio.run() itself (a loop, its selector, the runner) may leave a few; twenty
-        # requests leaving one cycle each would leave far more.
-        assert gc.collect() < 20
+        # A loop's own start and end (asyncio.run, a thread pool's idle workers cancelled)
+        # leave some cycles whatever it served: compare 10 requests with 50. One cycle per
+        # request would show as 40 times its size.
+        assert garbage_after(50) - garbage_after(10) < 10
     finally:
         if enabled:
             gc.enable()
@@ -98,3 +102,31 @@ def match_of(router: Router, path: str) -> Any:
     assert match is not None
     assert match[2] == {"name": path.rsplit("/", 1)[1]}
     return match
+
+
+def test_disconnects_are_watched_on_every_loop_the_app_is_served_on() -> None:
+    """The watcher sweep belongs to a loop: a second loop (a test, an embedding without
+    lifespan) must arm its own, or its streams would never see their client leave."""
+    closed: list[bool] = []
+
+    async def endless(request: AgentRequest) -> AsyncIterator[str]:
+        try:
+            while True:
+                await asyncio.sleep(0.01)
+                yield "tick "
+        finally:
+            closed.append(True)
+
+    server = AgentRunServer(endless)
+
+    async def leave_after(delay: float) -> None:
+        gone = asyncio.Event()
+        asyncio.get_running_loop().call_later(delay, gone.set)
+        response = await asyncio.wait_for(
+            call(server, "POST", "/v1/chat/completions", CHAT_STREAM, disconnect=gone), 5
+        )
+        assert response.status == 200
+
+    for _ in range(2):  # two loops, one after the other
+        asyncio.run(leave_after(0.1))
+    assert closed == [True, True]

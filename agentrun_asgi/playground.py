@@ -5,16 +5,16 @@ JavaScript shipped as package data in ``static/``, with no build step and nothin
 outside the server. The page calls the server's own OpenAI and AG-UI endpoints through URLs
 relative to where it was loaded, so it keeps working under a mount prefix or ``root_path``.
 
-Everything is decided at construction (files read once) and at :meth:`bind` (the endpoint paths
-written into the page): a request only picks a precomputed body and header list and sends it.
-The page never needs inline code, so its Content-Security-Policy allows only its own origin.
+The paths are decided at :meth:`bind`; the files are read, rendered and hashed once, on the
+first request for any of them (not at startup: a server that is never asked for its page
+should not start slower for it). After that a request only picks a precomputed body and header
+list and sends it. The page never needs inline code, so its Content-Security-Policy allows
+only its own origin.
 """
 
 from __future__ import annotations
 
-import hashlib
-import html
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +56,8 @@ class _Static:
     __slots__ = ("body", "etag", "headers", "not_modified")
 
     def __init__(self, body: bytes, content_type: bytes) -> None:
+        import hashlib
+
         self.body = body
         self.etag = b'"' + hashlib.sha256(body).hexdigest()[:32].encode() + b'"'
         self.headers: RawHeaders = [
@@ -91,12 +93,10 @@ class PlaygroundHandler(ProtocolHandler):
 
     def __init__(self, path: str = "/playground") -> None:
         self.path = join_path(path, "")
-        self._template = (STATIC_DIR / "playground.html").read_text(encoding="utf-8")
-        self._assets = {
-            name: _Static((STATIC_DIR / filename).read_bytes(), content_type)
-            for name, (filename, content_type) in _ASSETS.items()
-        }
-        self._render(self.path, "/v1/chat/completions", "/ag-ui/agent")
+        self._urls = ("/v1/chat/completions", "/ag-ui/agent")
+        self._page: _Static | None = None
+        self._page_slash: _Static | None = None
+        self._assets: dict[str, _Static] = {}
 
     def get_prefix(self) -> str | None:
         return self.path
@@ -110,7 +110,18 @@ class PlaygroundHandler(ProtocolHandler):
             elif not agui and isinstance(handler, AGUIProtocolHandler):
                 agui = join_path(server.prefix_for(handler), "")
         self.path = join_path(server.prefix_for(self), "")
-        self._render(self.path, openai, agui)
+        self._urls = (openai, agui)
+        self._page = self._page_slash = None  # rendered again, with these paths
+
+    def _load(self) -> None:
+        """Read the files and render the page (the first request for any of them)."""
+        if not self._assets:
+            self._assets = {
+                name: _Static((STATIC_DIR / filename).read_bytes(), content_type)
+                for name, (filename, content_type) in _ASSETS.items()
+            }
+        if self._page is None:
+            self._render(self.path, *self._urls)
 
     def _render(self, page: str, openai: str, agui: str) -> None:
         """The page twice: loaded as ``.../playground`` and as ``.../playground/``.
@@ -118,29 +129,42 @@ class PlaygroundHandler(ProtocolHandler):
         Asset URLs are relative, so they resolve under any prefix; only the last segment of the
         page path differs between the two (``playground/app.js`` against ``app.js``).
         """
+        from html import escape
+
         last = page.rstrip("/").rsplit("/", 1)[-1]
         values = {
             "page": page.strip("/"),
             "openai": openai.strip("/"),
             "agui": agui.strip("/"),
         }
-        text = self._template
+        text = (STATIC_DIR / "playground.html").read_text(encoding="utf-8")
         for key, value in values.items():
-            text = text.replace("{{" + key + "}}", html.escape(value, quote=True))
+            text = text.replace("{{" + key + "}}", escape(value, quote=True))
         self._page_slash = _Static(text.replace("{{assets}}", "").encode(), _HTML)
-        no_slash = text.replace("{{assets}}", html.escape(last) + "/" if last else "")
+        no_slash = text.replace("{{assets}}", escape(last) + "/" if last else "")
         self._page = _Static(no_slash.encode(), _HTML)
 
     def routes(self) -> Sequence[Route]:
         return (
             Route("", self.page, ("GET",), "playground.page"),
-            *(Route("/" + name, asset.send, ("GET",), f"playground.{name}")
-              for name, asset in self._assets.items()),
+            *(Route("/" + name, self._asset(name), ("GET",), f"playground.{name}")
+              for name in _ASSETS),
         )  # fmt: skip
 
     async def page(self, request: Request, send: Send) -> None:
+        if self._page is None:
+            self._load()
         page = self._page_slash if request.scope["path"].endswith("/") else self._page
+        assert page is not None
         await page.send(request, send)
+
+    def _asset(self, name: str) -> Callable[[Request, Send], Awaitable[None]]:
+        async def asset(request: Request, send: Send) -> None:
+            if not self._assets:
+                self._load()
+            await self._assets[name].send(request, send)
+
+        return asset
 
     @property
     def paths(self) -> list[str]:

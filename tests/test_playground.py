@@ -146,6 +146,9 @@ def test_handler_alone_uses_default_endpoints() -> None:
     handler = PlaygroundHandler()
     assert [r.path for r in handler.routes()] == ["", "/app.js", "/app.css", "/icon.svg"]
     assert handler.paths == list(PAGE_FILES)
+    assert handler._page is None  # nothing read or rendered before the first request
+    handler._load()
+    assert handler._page is not None
     assert _attrs(handler._page.body.decode())["agui"] == "ag-ui/agent"
 
 

@@ -9,7 +9,6 @@ sits outside this one and answers them, as browsers send no credentials on a pre
 
 from __future__ import annotations
 
-import hmac
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -50,11 +49,14 @@ def _normalise(path: str) -> str:
 class APIKeyMiddleware:
     """Refuses requests without one of ``keys``, except on ``open_paths``."""
 
-    __slots__ = ("app", "keys", "open_paths")
+    __slots__ = ("_compare", "app", "keys", "open_paths")
 
     def __init__(self, app: ASGIApp, keys: Sequence[str], open_paths: Iterable[str] = ()) -> None:
         if not keys or not all(keys):
             raise ValueError("APIKeyMiddleware needs at least one non-empty key")
+        import hmac  # here, not at import: hashlib's OpenSSL load slows every server's start
+
+        self._compare = hmac.compare_digest
         self.app = app
         self.keys = tuple(key.encode() for key in keys)
         self.open_paths = frozenset(_normalise(p) for p in open_paths)
@@ -70,8 +72,9 @@ class APIKeyMiddleware:
             return
         token = value[7:].strip()
         matched = False
+        compare = self._compare
         for key in self.keys:
-            matched |= hmac.compare_digest(token, key)
+            matched |= compare(token, key)
         if matched:
             await self.app(scope, receive, send)
         else:

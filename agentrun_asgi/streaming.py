@@ -193,9 +193,13 @@ async def _pump(send: Send, items: AsyncIterator[Any], encoder: StreamEncoder) -
             if step is not None:
                 # The agent suspends (or gave a plain awaitable): write what is ready, then wait.
                 if pending:
-                    await _write(send, b"".join(pending))
+                    chunk = b"".join(pending)
                     pending.clear()
                     size = 0
+                    try:  # _write, in line: this runs once per token of a slow agent
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    except Exception as exc:
+                        raise _SendFailed from exc
                 try:
                     item = await (step if step_send is None else _Resume(step, yielded))
                 except StopAsyncIteration:

@@ -108,3 +108,23 @@ def test_normalize_keeps_content_differences() -> None:
     c = b'data: {"id":"chatcmpl-' + b"b" * 24 + b'","created":1700000001,"delta":{"content":"y"}}'
     assert normalize(a) == normalize(b)
     assert normalize(a) != normalize(c)
+
+
+def test_instructions_client_counts_whole_responses() -> None:
+    """``benchmarks.instructions`` divides by the responses it saw end: check how it ends them,
+    and run its keep-alive client for real against the project (valgrind not needed)."""
+    from benchmarks import instructions
+
+    whole = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi"
+    assert instructions._response_end(whole + b"HTTP/1.1") == len(whole)
+    assert instructions._response_end(whole[:-1]) == -1
+    chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+    assert instructions._response_end(chunked) == len(chunked)
+    assert instructions._response_end(chunked[:-2]) == -1
+    with pytest.raises(RuntimeError):
+        instructions._response_end(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
+
+    path, body = WORK["sse"]
+    with run_server(project.app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        instructions.send_requests(port, instructions._request(path, body), 25, 4)

@@ -130,3 +130,42 @@ def test_disconnects_are_watched_on_every_loop_the_app_is_served_on() -> None:
     for _ in range(2):  # two loops, one after the other
         asyncio.run(leave_after(0.1))
     assert closed == [True, True]
+
+
+def test_the_guard_without_asyncio_tasks_answers_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under another event loop (trio) there is no asyncio task to cancel: the dispatcher runs
+    the endpoint under an anyio cancel scope instead. Forced here on asyncio, where anyio's
+    scopes work too, by hiding the current task."""
+    import agentrun_asgi.dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "_current_task", lambda: None)
+
+    async def agent(request: AgentRequest) -> AsyncIterator[str]:
+        text = request.messages[-1].text
+        if text == "slow":
+            await asyncio.sleep(5)
+        if text == "fail":
+            raise RuntimeError("agent broke")
+        yield "fine"
+
+    server = AgentRunServer(agent, request_timeout=0.2)
+
+    def chat(text: str, stream: bool = False) -> bytes:
+        return orjson.dumps(
+            {"messages": [{"role": "user", "content": text}], "stream": stream}
+        )
+
+    async def main() -> None:
+        ok = await call(server, "POST", "/v1/chat/completions", chat("hi"))
+        assert ok.status == 200 and ok.json()["choices"][0]["message"]["content"] == "fine"
+        late = await asyncio.wait_for(call(server, "POST", "/v1/chat/completions", chat("slow")), 3)
+        assert late.status == 504 and late.json()["error"]["code"] == "timeout"
+        failed = await call(server, "POST", "/v1/chat/completions", chat("fail"))
+        assert failed.status == 500 and failed.json()["error"]["message"] == "agent broke"
+        stream = await asyncio.wait_for(
+            call(server, "POST", "/v1/chat/completions", chat("slow", stream=True)), 3
+        )
+        assert stream.status == 200 and b'"code":"timeout"' in stream.body
+        assert not server.lifecycle.runs  # every request left the registry
+
+    asyncio.run(main())

@@ -207,8 +207,8 @@ class Lifecycle:
         waiting: list[asyncio.Task[Any]] = []
         for task in self._waiting:
             request = runs.get(task)
-            if request is None:
-                continue  # over
+            if request is None or task.get_loop() is not loop:
+                continue  # over (or left behind by a loop that was closed mid-request)
             if request.body_read:
                 self.run_of(task, request).watch()
             else:

@@ -8,6 +8,7 @@ can free makes collections (and their pauses) scale with the request rate. Count
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -169,3 +170,38 @@ def test_the_guard_without_asyncio_tasks_answers_the_same(monkeypatch: pytest.Mo
         assert not server.lifecycle.runs  # every request left the registry
 
     asyncio.run(main())
+
+
+def test_a_loop_closed_mid_request_does_not_stop_the_next_loop_watching() -> None:
+    """A request left in flight by a loop that was closed without finishing it must not break
+    the sweep on the loop that serves next (its watcher cannot start on a closed loop)."""
+    closed: list[bool] = []
+
+    async def endless(request: AgentRequest) -> AsyncIterator[str]:
+        try:
+            while True:
+                await asyncio.sleep(0.01)
+                yield "tick "
+        finally:
+            closed.append(True)
+
+    server = AgentRunServer(endless)
+    abandoned = asyncio.new_event_loop()
+    task = abandoned.create_task(call(server, "POST", "/v1/chat/completions", CHAT_STREAM))
+    abandoned.run_until_complete(asyncio.sleep(0.01))  # in flight, body read
+    abandoned.close()  # without finishing it (a thread that died, say)
+    assert not task.done() and server.lifecycle.runs
+
+    async def leave_after(delay: float) -> None:
+        gone = asyncio.Event()
+        asyncio.get_running_loop().call_later(delay, gone.set)
+        response = await asyncio.wait_for(
+            call(server, "POST", "/v1/chat/completions", CHAT_STREAM, disconnect=gone), 5
+        )
+        assert response.status == 200
+
+    asyncio.run(leave_after(0.1))
+    assert closed == [True]
+    # End the abandoned request here rather than when it is collected, in another test.
+    with contextlib.suppress(BaseException):
+        task.get_coro().close()

@@ -90,7 +90,7 @@ class Dispatcher:
             await refuse_cancelled(request, send)
             raise
         finally:
-            del runs[task]
+            runs.pop(task, None)  # not del: a re-dispatch to this server in the same task shares it
             run = request.run
             if run is not None:
                 run.release()
@@ -113,7 +113,7 @@ class Dispatcher:
             await refuse_cancelled(request, send)
             raise
         finally:
-            del lifecycle.runs[request]
+            lifecycle.runs.pop(request, None)
             run.release()
             if lifecycle.closing:
                 lifecycle.finished()

@@ -298,7 +298,8 @@ async def after_run(
         await end_body(send)
     else:
         logger.error("endpoint failed", exc_info=error)
-        await send_fallback(send, ProtocolError(500, "Internal server error.", code="internal_error"))
+        internal = ProtocolError(500, "Internal server error.", code="internal_error")
+        await send_fallback(send, internal)
 
 
 async def refuse_cancelled(request: Request, send: Send) -> None:

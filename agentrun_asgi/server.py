@@ -7,9 +7,10 @@ servers answer with 403).
 
 An HTTP request goes, top to bottom (a layer whose feature is off is not in the chain):
 the user's ``middleware`` -> the request id (``RequestIdMiddleware``; without user middleware
-it is given at the entry, with no layer) -> ``AccessLogMiddleware`` -> ``MetricsMiddleware`` -> ``CORSMiddleware`` (preflights,
-Allow-Origin) -> ``APIKeyMiddleware`` (401) -> ``Dispatcher`` (503 when closing, 404, 405,
-the run guard: disconnect watcher, deadline, 500 boundary) -> the endpoint.
+it is given at the entry, with no layer) -> ``AccessLogMiddleware`` -> ``MetricsMiddleware``
+-> ``CORSMiddleware`` (preflights, Allow-Origin) -> ``APIKeyMiddleware`` (401) ->
+``Dispatcher`` (503 when closing, 404, 405, the run guard: disconnect watcher, deadline, 500
+boundary) -> the endpoint.
 """
 
 from __future__ import annotations

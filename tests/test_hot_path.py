@@ -205,3 +205,4 @@ def test_a_loop_closed_mid_request_does_not_stop_the_next_loop_watching() -> Non
     # End the abandoned request here rather than when it is collected, in another test.
     with contextlib.suppress(BaseException):
         task.get_coro().close()
+    task._log_destroy_pending = False  # type: ignore[attr-defined]  # it was left on purpose

@@ -24,11 +24,11 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .dispatch import Dispatcher
+from .guard import Lifecycle
 from .invoker import AgentFunc, Invoker
 from .middleware.access_log import AccessLogMiddleware
 from .middleware.auth import APIKeyMiddleware, api_keys_from_env
 from .middleware.cors import CORSMiddleware
-from .guard import Lifecycle
 from .middleware.request_id import (
     RequestIdMiddleware,
     install_log_filter,

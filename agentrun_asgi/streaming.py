@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 import anyio
 
-from .invoker import AgentOutputError, StreamItem, aclose, expand
 from .guard import end_body, stop_error
+from .invoker import AgentOutputError, StreamItem, aclose, expand
 from .models import AgentEvent
 from .requests import Request
 from .responses import start_event_stream

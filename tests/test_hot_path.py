@@ -15,11 +15,10 @@ from typing import Any
 
 import orjson
 import pytest
+from asgi_driver import call
 
 from agentrun_asgi import AgentRequest, AgentRunServer
 from agentrun_asgi.routing import Route, Router
-
-from asgi_driver import call
 
 
 async def tokens(request: AgentRequest) -> AsyncIterator[str]:

@@ -3,10 +3,10 @@
 For every routed HTTP request the guard:
 - answers 503 once shutdown has begun (new work is refused; runs in flight go on);
 - watches ``receive`` for ``http.disconnect`` once the request body has been read through
-  ``Request.body()`` (or ``json()``; before that the endpoint reads ``receive``, and an
-  endpoint that reads ``receive`` itself is never watched: a failing ``send`` still ends its
-  stream) and then cancels the run: the agent stops at its next await, an LLM call included,
-  instead of producing for nobody;
+  ``Request.body()`` (or ``json()``; before that the endpoint reads ``receive``; an endpoint
+  that reads ``receive`` itself is never watched, so its run goes on after a disconnect unless
+  the ASGI server's ``send`` fails, which uvicorn's does not) and then cancels the run: the
+  agent stops at its next await, an LLM call included, instead of producing for nobody;
 - puts the run under a deadline (``request_timeout``), brought closer when shutdown begins
   (``shutdown_grace``);
 - is the one boundary for what escapes an endpoint: a generic 500 JSON error if no response

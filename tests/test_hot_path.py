@@ -104,10 +104,8 @@ def match_of(router: Router, path: str) -> Any:
     return match
 
 
-def test_disconnects_are_watched_on_every_loop_the_app_is_served_on() -> None:
-    """The watcher sweep belongs to a loop: a second loop (a test, an embedding without
-    lifespan) must arm its own, or its streams would never see their client leave."""
-    closed: list[bool] = []
+def endless_until_closed(closed: list[bool]) -> Any:
+    """An agent that streams until it is stopped, noting in ``closed`` that its generator ended."""
 
     async def endless(request: AgentRequest) -> AsyncIterator[str]:
         try:
@@ -117,18 +115,27 @@ def test_disconnects_are_watched_on_every_loop_the_app_is_served_on() -> None:
         finally:
             closed.append(True)
 
-    server = AgentRunServer(endless)
+    return endless
 
-    async def leave_after(delay: float) -> None:
-        gone = asyncio.Event()
-        asyncio.get_running_loop().call_later(delay, gone.set)
-        response = await asyncio.wait_for(
-            call(server, "POST", "/v1/chat/completions", CHAT_STREAM, disconnect=gone), 5
-        )
-        assert response.status == 200
+
+async def leave_after(server: AgentRunServer, delay: float) -> None:
+    """Open a stream and disconnect ``delay`` seconds later; the response must still end."""
+    gone = asyncio.Event()
+    asyncio.get_running_loop().call_later(delay, gone.set)
+    response = await asyncio.wait_for(
+        call(server, "POST", "/v1/chat/completions", CHAT_STREAM, disconnect=gone), 5
+    )
+    assert response.status == 200
+
+
+def test_disconnects_are_watched_on_every_loop_the_app_is_served_on() -> None:
+    """The watcher sweep belongs to a loop: a second loop (a test, an embedding without
+    lifespan) must arm its own, or its streams would never see their client leave."""
+    closed: list[bool] = []
+    server = AgentRunServer(endless_until_closed(closed))
 
     for _ in range(2):  # two loops, one after the other
-        asyncio.run(leave_after(0.1))
+        asyncio.run(leave_after(server, 0.1))
     assert closed == [True, True]
 
 
@@ -175,31 +182,14 @@ def test_a_loop_closed_mid_request_does_not_stop_the_next_loop_watching() -> Non
     """A request left in flight by a loop that was closed without finishing it must not break
     the sweep on the loop that serves next (its watcher cannot start on a closed loop)."""
     closed: list[bool] = []
-
-    async def endless(request: AgentRequest) -> AsyncIterator[str]:
-        try:
-            while True:
-                await asyncio.sleep(0.01)
-                yield "tick "
-        finally:
-            closed.append(True)
-
-    server = AgentRunServer(endless)
+    server = AgentRunServer(endless_until_closed(closed))
     abandoned = asyncio.new_event_loop()
     task = abandoned.create_task(call(server, "POST", "/v1/chat/completions", CHAT_STREAM))
     abandoned.run_until_complete(asyncio.sleep(0.01))  # in flight, body read
     abandoned.close()  # without finishing it (a thread that died, say)
     assert not task.done() and server.lifecycle.runs
 
-    async def leave_after(delay: float) -> None:
-        gone = asyncio.Event()
-        asyncio.get_running_loop().call_later(delay, gone.set)
-        response = await asyncio.wait_for(
-            call(server, "POST", "/v1/chat/completions", CHAT_STREAM, disconnect=gone), 5
-        )
-        assert response.status == 200
-
-    asyncio.run(leave_after(0.1))
+    asyncio.run(leave_after(server, 0.1))
     assert closed == [True]
     # End the abandoned request here rather than when it is collected, in another test.
     with contextlib.suppress(BaseException):

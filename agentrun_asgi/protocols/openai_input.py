@@ -7,7 +7,8 @@ for the agent in ``extra``, never an error.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import MISSING, fields
+from typing import Any, NoReturn
 
 import orjson
 
@@ -53,11 +54,28 @@ def _tools(param: str, value: Any) -> list[Tool] | None:
     return _parse_tools(array(param, value))
 
 
-#: Body fields that map one to one onto ``AgentRequest`` fields, with their checks.
-_FIELDS: dict[str, Callable[[str, Any], Any]] = {
-    "model": string, "stream": boolean, "tools": _tools, "tool_choice": _tool_choice,
-    "temperature": number, "top_p": number, "max_tokens": integer, "stop": _stop, "n": integer,
-    "user": string,
+#: ``AgentRequest``'s leading fields, in order: the request is built with one positional call
+#: (keywords, or ``**`` a dict, cost twice as much, and this runs for every request).
+_ORDER = [f.name for f in fields(AgentRequest)]
+_EXTRA = _ORDER.index("extra")
+_MESSAGES = _ORDER.index("messages")
+_MODEL = _ORDER.index("model")
+_MAX_TOKENS = _ORDER.index("max_tokens")
+_DEFAULTS: list[Any] = [
+    "openai" if f.name == "protocol" else None if f.default is MISSING else f.default
+    for f in fields(AgentRequest)[: _EXTRA + 1]
+]
+
+#: Body fields that map one to one onto ``AgentRequest`` fields: their place, the type a valid
+#: value usually has (taken as is, no call), and the check for anything else.
+_FIELDS: dict[str, tuple[int, type | None, Callable[[str, Any], Any]]] = {
+    name: (_ORDER.index(name), plain, check)
+    for name, plain, check in (
+        ("model", str, string), ("stream", bool, boolean), ("tools", None, _tools),
+        ("tool_choice", None, _tool_choice), ("temperature", float, number),
+        ("top_p", float, number), ("max_tokens", int, integer), ("stop", None, _stop),
+        ("n", int, integer), ("user", str, string),
+    )
 }  # fmt: skip
 
 
@@ -66,16 +84,17 @@ def parse_chat_request(data: dict[str, Any]) -> tuple[AgentRequest, bool]:
 
     One pass over the keys the body has (usually two or three), not one lookup per known field.
     """
-    fields: dict[str, Any] = {}
+    args = _DEFAULTS.copy()
     extra: dict[str, Any] = {}
     messages: Any = None
     include_usage = False
     max_completion_tokens = None
     for key, value in data.items():
-        check = _FIELDS.get(key)
-        if check is not None:
+        spec = _FIELDS.get(key)
+        if spec is not None:
             if value is not None:
-                fields[key] = check(key, value)
+                index, plain, check = spec
+                args[index] = value if type(value) is plain else check(key, value)
         elif key == "messages":
             messages = value
         elif key == "stream_options":
@@ -87,23 +106,35 @@ def parse_chat_request(data: dict[str, Any]) -> tuple[AgentRequest, bool]:
             max_completion_tokens = integer(key, value)
         else:
             extra[key] = value
+    if type(messages) is not list or not messages:
+        _refuse_messages(messages)
+    parsed: list[Message] = []
+    for raw in messages:
+        # Role and text and nothing else (most messages): checked in line, no call.
+        if type(raw) is dict and len(raw) == 2:
+            role = raw.get("role")
+            content = raw.get("content")
+            if type(role) is str and type(content) is str:
+                member = _ROLES.get(role)
+                if member is not None:
+                    parsed.append(Message(member, content))
+                    continue
+        parsed.append(_parse_message(raw, len(parsed)))
+    args[_MESSAGES] = parsed
+    if max_completion_tokens is not None and args[_MAX_TOKENS] is None:
+        args[_MAX_TOKENS] = max_completion_tokens
+    if not args[_MODEL]:
+        args[_MODEL] = DEFAULT_MODEL
+    args[_EXTRA] = extra
+    return AgentRequest(*args), include_usage
+
+
+def _refuse_messages(messages: Any) -> NoReturn:
     if messages is None:
         invalid("messages", "'messages' is required.")
     if not isinstance(messages, list):
         invalid("messages", f"'messages' must be an array, not {json_type(messages)}.")
-    if not messages:
-        invalid("messages", "'messages' must contain at least one message.")
-    if max_completion_tokens is not None and "max_tokens" not in fields:
-        fields["max_tokens"] = max_completion_tokens
-    if not fields.get("model"):
-        fields["model"] = DEFAULT_MODEL
-    request = AgentRequest(
-        protocol="openai",
-        messages=[_parse_message(m, i) for i, m in enumerate(messages)],
-        extra=extra,
-        **fields,
-    )
-    return request, include_usage
+    invalid("messages", "'messages' must contain at least one message.")
 
 
 def _parse_message(raw: Any, i: int) -> Message:
@@ -117,9 +148,6 @@ def _parse_message(raw: Any, i: int) -> Message:
             f"'messages[{i}].role' must be one of {_ROLE_NAMES}; "
             f"got {orjson.dumps(raw_role).decode()}.",
         )
-    content = raw.get("content")
-    if len(raw) == 2 and type(content) is str:
-        return Message(role, content)  # role and text: nothing more to check
     where = f"messages[{i}]"
     content = message_content(raw, where)
     tool_calls = opt_list(raw, "tool_calls", f"{where}.tool_calls")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from .middleware.access_log import is_event_stream
 from .requests import Request, route_path
-from .responses import send_bytes
+from .responses import send_bytes, sends_request_id
 from .types import ASGIApp, ASGIMessage, Endpoint, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -116,6 +116,7 @@ class Metrics:
         self._content_type = [(b"content-type", prom.CONTENT_TYPE_LATEST.encode("latin-1"))]
         _install_error_filter()
 
+    @sends_request_id
     async def endpoint(self, request: Request, send: Send) -> None:
         """``GET /metrics``: the registry in Prometheus' text format."""
         await send_bytes(send, 200, self._generate(self.registry), self._content_type)

@@ -1,16 +1,34 @@
 """Writing responses to ``send``: whole JSON bodies, and the head of an event stream.
 
-Header lists are byte pairs built once at import; a response only picks one and sends.
+Header lists are byte pairs built once at import; a response only picks one and sends. Every
+head these helpers write carries the request's ``x-request-id`` (see ``ids.py``), so an endpoint
+that answers only through them is marked :func:`sends_request_id` and is given the server's own
+``send``, with no wrapper to add the header.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from .errors import ProtocolError
+from .ids import request_id_header
 from .types import RawHeaders, Send
+
+_request_id = request_id_header.get
+_E = TypeVar("_E")
+
+
+def sends_request_id(endpoint: _E) -> _E:
+    """Mark an endpoint whose response heads all go through these helpers.
+
+    The mark is on the function: an override in a subclass does not inherit it, and is given a
+    ``send`` that adds the header (unless a head already has it).
+    """
+    endpoint.sends_request_id = True  # type: ignore[attr-defined]
+    return endpoint
+
 
 JSON_HEADERS: RawHeaders = [(b"content-type", b"application/json")]
 # Per the WHATWG SSE spec the type is text/event-stream; no-cache and X-Accel-Buffering stop
@@ -29,6 +47,9 @@ async def send_bytes(
     raw = [*headers, (b"content-length", str(len(body)).encode())]
     if extra:
         raw.extend(extra)
+    tag = _request_id()
+    if tag is not None:
+        raw.append(tag)
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
@@ -46,4 +67,7 @@ async def send_error(send: Send, error: ProtocolError) -> None:
 async def start_event_stream(send: Send, extra_headers: RawHeaders | None = None) -> None:
     """Open a 200 ``text/event-stream`` response; the body follows in chunks."""
     headers = [*SSE_HEADERS, *extra_headers] if extra_headers else SSE_HEADERS
+    tag = _request_id()
+    if tag is not None:
+        headers = [*headers, tag]
     await send({"type": "http.response.start", "status": 200, "headers": headers})

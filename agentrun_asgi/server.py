@@ -11,6 +11,10 @@ it is given at the entry, with no layer) -> ``AccessLogMiddleware`` -> ``Metrics
 -> ``CORSMiddleware`` (preflights, Allow-Origin) -> ``APIKeyMiddleware`` (401) ->
 ``Dispatcher`` (503 when closing, 404, 405, the run guard: disconnect watcher, deadline, 500
 boundary) -> the endpoint.
+
+With no layer at all (the default), nothing wraps ``send``: the response helpers put the request
+id into the heads they write, and only an endpoint that writes heads itself (one not marked
+``sends_request_id``) is given a ``send`` that adds it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +38,9 @@ from .middleware.request_id import (
     RequestIdMiddleware,
     install_log_filter,
     tag_request,
+    tagging_endpoint,
     untag_request,
+    with_request_id,
 )
 from .playground import PlaygroundHandler
 from .protocols.agui import AGUIProtocolHandler
@@ -41,7 +48,7 @@ from .protocols.base import ProtocolHandler
 from .protocols.openai import OpenAIProtocolHandler
 from .protocols.responses import OpenAIResponsesProtocolHandler
 from .requests import DEFAULT_MAX_BODY_SIZE, Request
-from .responses import JSON_HEADERS, send_bytes
+from .responses import JSON_HEADERS, send_bytes, sends_request_id
 from .routing import Route, Router
 from .types import ASGIApp, Receive, Scope, Send
 
@@ -164,6 +171,16 @@ class AgentRunServer:
             handler.bind(self)
             prefix = self.prefix_for(handler)
             routes.extend(route.with_prefix(prefix) for route in handler.routes())
+        has_layers = bool(middleware or access_log or metrics or cors_origins or self.api_keys)
+        if request_id and not has_layers:
+            # Nothing but the endpoint answers: the ones that answer through the response
+            # helpers (which add the id themselves) keep the server's own ``send``.
+            routes = [
+                route
+                if getattr(route.endpoint, "sends_request_id", False)
+                else replace(route, endpoint=tagging_endpoint(route.endpoint))
+                for route in routes
+            ]
         self.router = Router(routes)
 
         # The layers, outermost first: the order a request meets them in.
@@ -174,6 +191,8 @@ class AgentRunServer:
                 layers.append(RequestIdMiddleware)  # the user's layers see its header
         #: Request ids given at the entry, with no layer: the same as an outermost layer.
         self._tag_at_entry = request_id and not middleware
+        #: The entry's ``send`` adds the id, for the server's own layers' answers.
+        self._wrap_at_entry = has_layers
         if access_log:
             layers.append(AccessLogMiddleware)
         if self.metrics is not None:
@@ -217,7 +236,9 @@ class AgentRunServer:
             if not self._tag_at_entry:
                 await self._http(scope, receive, send)
                 return
-            token, send = tag_request(scope, send)
+            token = tag_request(scope)
+            if self._wrap_at_entry:
+                send = with_request_id(send)
             try:
                 await self._http(scope, receive, send)
             finally:
@@ -230,6 +251,7 @@ class AgentRunServer:
         else:
             raise RuntimeError(f"unsupported ASGI scope type {kind!r}")
 
+    @sends_request_id
     async def _health(self, request: Request, send: Send) -> None:
         await send_bytes(send, 200, _HEALTH_BODY, JSON_HEADERS)
 

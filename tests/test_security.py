@@ -14,8 +14,13 @@ import orjson
 import pytest
 from asgi_driver import Response, call
 
-from agentrun_asgi import AgentRequest, AgentRunServer
+from agentrun_asgi import AgentRequest, AgentRunServer, OpenAIProtocolHandler, ProtocolHandler
 from agentrun_asgi.middleware import current_request_id
+from agentrun_asgi.protocols.agui import AGUIProtocolHandler
+from agentrun_asgi.requests import Request
+from agentrun_asgi.responses import JSON_HEADERS, send_bytes
+from agentrun_asgi.routing import Route
+from agentrun_asgi.types import Send
 
 CHAT = orjson.dumps({"messages": [{"role": "user", "content": "hi"}]})
 AGUI = orjson.dumps({"messages": [{"role": "user", "content": "hi"}]})
@@ -255,6 +260,69 @@ def test_request_id_on_errors_and_off_switch() -> None:
     assert r.status == 404 and r.header("x-request-id") == "rid-404"
     assert run(AgentRunServer(agent, request_id=False), "GET", "/health").header(
         "x-request-id") is None  # fmt: skip
+
+
+class _RawProtocol(ProtocolHandler):
+    """A custom protocol writing its heads straight to ``send``, and one through the helpers."""
+
+    def get_prefix(self) -> str | None:
+        return "/raw"
+
+    def routes(self) -> list[Route]:
+        return [Route("/direct", self.direct, ("GET",)), Route("/helper", self.helper, ("GET",))]
+
+    async def direct(self, request: Request, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [JSON]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def helper(self, request: Request, send: Send) -> None:
+        await send_bytes(send, 200, b"{}", JSON_HEADERS)
+
+
+class _OverridingOpenAI(OpenAIProtocolHandler):
+    """Overrides a built-in endpoint: once through ``super()``, once writing the head itself."""
+
+    async def chat_completions(self, request: Request, send: Send) -> None:
+        if request.headers.get("x-mode") == "direct":
+            await send({"type": "http.response.start", "status": 200, "headers": [JSON]})
+            await send({"type": "http.response.body", "body": b"{}"})
+            return
+        await super().chat_completions(request, send)
+
+
+def _ids(r: Response) -> list[bytes]:
+    return [v for k, v in r.headers if k == b"x-request-id"]
+
+
+@pytest.mark.parametrize("layers", [{}, {"access_log": True}, {"middleware": [lambda app: app]}])
+def test_request_id_once_on_every_route(layers: dict[str, Any]) -> None:
+    """Built-in endpoints add the id themselves, others are given a ``send`` that adds it: with
+    or without layers, every head carries it exactly once (errors and the playground too)."""
+    protocols = [_OverridingOpenAI(), AGUIProtocolHandler(), _RawProtocol()]
+    server = AgentRunServer(agent, protocols=protocols, **layers)
+    cases = [
+        ("GET", "/health", b"", {}), ("GET", "/v1/models", b"", {}),
+        ("POST", "/v1/chat/completions", CHAT, {}),
+        ("POST", "/v1/chat/completions", CHAT, {"x_mode": "direct"}),
+        ("POST", "/v1/chat/completions", b"[", {}), ("POST", "/ag-ui/agent", AGUI, {}),
+        ("GET", "/raw/direct", b"", {}), ("GET", "/raw/helper", b"", {}),
+        ("GET", "/playground", b"", {}), ("GET", "/nope", b"", {}),
+        ("DELETE", "/health", b"", {}),
+    ]  # fmt: skip
+    for method, path, body, headers in cases:
+        r = run(server, method, path, body, x_request_id="rid-1", **headers)
+        assert _ids(r) == [b"rid-1"], (method, path, headers, r.status, r.headers)
+        r = run(server, method, path, body, **headers)
+        assert len(_ids(r)) == 1 and HEX32.fullmatch(_ids(r)[0].decode()), (method, path)
+
+
+def test_built_in_endpoints_get_the_servers_send() -> None:
+    """The hot path: no ``send`` wrapper for endpoints that answer through the helpers."""
+    server = AgentRunServer(agent, protocols=[OpenAIProtocolHandler(), _RawProtocol()])
+    endpoint = server.router.match("/v1/chat/completions")[0]["POST"]  # type: ignore[index]
+    assert getattr(endpoint, "__func__", None) is OpenAIProtocolHandler.chat_completions
+    direct = server.router.match("/raw/direct")[0]["GET"]  # type: ignore[index]
+    assert getattr(direct, "__func__", None) is not _RawProtocol.direct  # wrapped
 
 
 def test_request_id_in_log_lines_and_in_agent(caplog: pytest.LogCaptureFixture) -> None:

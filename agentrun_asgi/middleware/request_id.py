@@ -2,8 +2,10 @@
 
 An incoming ``X-Request-ID`` is kept when it looks like an id (1 to 128 characters of
 ``[A-Za-z0-9._-]``: nothing that could forge a log line or a header); otherwise a fresh one is
-made. The id lives in a ``ContextVar`` for the request's task, which worker threads started
-through anyio inherit, and ``RequestIdFilter`` reads it from there for each log record.
+made. The id lives in a ``ContextVar`` (``ids.request_id_header``) for the request's task, which
+worker threads started through anyio inherit, and ``RequestIdFilter`` reads it from there for
+each log record. The response helpers of ``responses.py`` put it into the heads they write;
+:func:`with_request_id` adds it to any other head.
 """
 
 from __future__ import annotations
@@ -11,19 +13,20 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable
-from contextvars import ContextVar, Token
+from contextvars import Token
 
-from ..ids import new_request_id
-from ..requests import header
-from ..types import ASGIApp, ASGIMessage, Receive, Scope, Send
+from ..ids import new_request_id, request_id_header
+from ..requests import Request, header
+from ..types import ASGIApp, ASGIMessage, Endpoint, Receive, Scope, Send
 
-_REQUEST_ID: ContextVar[str | None] = ContextVar("agentrun_request_id", default=None)
 _valid = re.compile(rb"[A-Za-z0-9._-]{1,128}").fullmatch
+_NAME = b"x-request-id"
 
 
 def current_request_id() -> str | None:
     """The id of the request being served (in the agent too), or None outside a request."""
-    return _REQUEST_ID.get()
+    tag = request_id_header.get()
+    return None if tag is None else tag[1].decode("ascii")
 
 
 class RequestIdFilter(logging.Filter):
@@ -37,7 +40,7 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if hasattr(record, "request_id"):
             return True
-        request_id = _REQUEST_ID.get()
+        request_id = current_request_id()
         record.request_id = request_id or "-"
         if request_id is not None:
             # Safe inside a %-format string: the id has no "%" (see _valid).
@@ -51,35 +54,54 @@ def install_log_filter(logger: logging.Logger | logging.Handler) -> None:
         logger.addFilter(RequestIdFilter())
 
 
-def tag_request(scope: Scope, send: Send) -> tuple[Token[str | None], Send]:
-    """Give the request its id: set it for logging, and return ``send`` adding the header.
+def tag_request(scope: Scope) -> Token[tuple[bytes, bytes] | None]:
+    """Give the request its id, for its log lines and its responses' heads.
 
-    The returned ``send`` is a plain function handing back the server's own awaitable, so
-    tagging adds no coroutine per message. Pass the token to :func:`untag_request` at the end.
+    Pass the token to :func:`untag_request` at the end.
     """
-    raw = header(scope, b"x-request-id")
+    raw = header(scope, _NAME)
     if raw is None or _valid(raw) is None:
         raw = new_request_id()
-    token = _REQUEST_ID.set(raw.decode("ascii"))
-    pair = (b"x-request-id", raw)
+    return request_id_header.set((_NAME, raw))
+
+
+untag_request = request_id_header.reset
+
+
+def with_request_id(send: Send) -> Send:
+    """``send`` adding the request's id to a response head that does not have it yet.
+
+    A plain function handing back the server's own awaitable: no coroutine per message.
+    """
+    tag = request_id_header.get()
+    if tag is None:
+        return send
 
     def send_with_id(message: ASGIMessage) -> Awaitable[None]:
         if message["type"] == "http.response.start":
-            # A new list: the endpoint's header list may be a shared constant.
-            message["headers"] = [*message.get("headers", ()), pair]
+            headers = message.get("headers", ())
+            if tag not in headers:
+                # A new list: the endpoint's header list may be a shared constant.
+                message["headers"] = [*headers, tag]
         return send(message)
 
-    return token, send_with_id
+    return send_with_id
 
 
-untag_request = _REQUEST_ID.reset
+def tagging_endpoint(endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` given a ``send`` that adds the id to its heads (for an unmarked endpoint)."""
+
+    async def endpoint_with_id(request: Request, send: Send) -> None:
+        await endpoint(request, with_request_id(send))
+
+    return endpoint_with_id
 
 
 class RequestIdMiddleware:
     """Gives each request its id (see the module docstring), as a layer of its own.
 
-    ``AgentRunServer`` does the same at its entry, with no layer; this class is for ASGI
-    stacks assembled by hand.
+    ``AgentRunServer`` does the same with no layer when it can; this class is for ASGI stacks
+    assembled by hand and for the server's own layers.
     """
 
     __slots__ = ("app",)
@@ -88,8 +110,8 @@ class RequestIdMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        token, send = tag_request(scope, send)
+        token = tag_request(scope)
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, with_request_id(send))
         finally:
             untag_request(token)

@@ -40,6 +40,7 @@ import orjson
 from ..ids import new_id
 from ..models import AgentEvent, EventType
 from ..requests import Request
+from ..responses import sends_request_id
 from ..routing import Route
 from ..streaming import run_stream
 from ..types import Send
@@ -441,6 +442,7 @@ class AGUIProtocolHandler(ProtocolHandler):
     def routes(self) -> Sequence[Route]:
         return (Route("", self.run_agent, ("POST",), "agui.run"),)
 
+    @sends_request_id
     async def run_agent(self, request: Request, send: Send) -> None:
         data = parse_object(await request.body(), request.scope)
         agent_request = parse_run_input(data)

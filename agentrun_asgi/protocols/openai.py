@@ -19,7 +19,7 @@ from ..ids import new_id
 from ..invoker import aclose, expand
 from ..models import AgentEvent, EventType
 from ..requests import Request
-from ..responses import JSON_HEADERS, send_bytes, send_error
+from ..responses import JSON_HEADERS, send_bytes, send_error, sends_request_id
 from ..routing import Route
 from ..streaming import error_message, run_stream
 from ..types import Send
@@ -279,9 +279,11 @@ class OpenAIProtocolHandler(ProtocolHandler):
             Route("/models", self.list_models, ("GET",), "openai.models"),
         )
 
+    @sends_request_id
     async def list_models(self, request: Request, send: Send) -> None:
         await send_bytes(send, 200, self._models_body, JSON_HEADERS)
 
+    @sends_request_id
     async def chat_completions(self, request: Request, send: Send) -> None:
         data = parse_object(await request.body(), request.scope)
         agent_request, include_usage = parse_chat_request(data)

@@ -33,7 +33,7 @@ from ..errors import ProtocolError
 from ..ids import new_id
 from ..models import AgentEvent, EventType
 from ..requests import Request
-from ..responses import JSON_HEADERS, send_bytes, send_error
+from ..responses import JSON_HEADERS, send_bytes, send_error, sends_request_id
 from ..routing import Route
 from ..streaming import error_message, run_stream
 from ..types import Send
@@ -192,7 +192,8 @@ class ResponseCollector:
             call = self._calls.get(call_id)
             if call is None:
                 call = self._calls[call_id] = _call_item(
-                    _new_id("fc_"), call_id, str(data.get("name") or ""), "")
+                    _new_id("fc_"), call_id, str(data.get("name") or ""), ""
+                )
                 self.output.append(call)
             elif data.get("name") and not call["name"]:
                 call["name"] = str(data["name"])
@@ -332,8 +333,10 @@ class ResponsesStreamEncoder:
         if not self._calls:
             self._state = _IDLE
         item["status"] = "completed"
-        out = self._event("response.function_call_arguments.done", {
-            "item_id": item["id"], "output_index": index, "arguments": item["arguments"]})
+        out = self._event(
+            "response.function_call_arguments.done",
+            {"item_id": item["id"], "output_index": index, "arguments": item["arguments"]},
+        )
         return out + self._event("response.output_item.done", {"output_index": index,
                                                                "item": item})  # fmt: skip
 
@@ -434,6 +437,7 @@ class OpenAIResponsesProtocolHandler(ProtocolHandler):
     def routes(self) -> Sequence[Route]:
         return (Route("/responses", self.create_response, ("POST",), "openai.responses"),)
 
+    @sends_request_id
     async def create_response(self, request: Request, send: Send) -> None:
         data = parse_object(await request.body(), request.scope)
         agent_request = parse_responses_request(data)

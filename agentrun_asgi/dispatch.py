@@ -10,6 +10,7 @@ as much as a whole bare-ASGI JSON request's own work, so the always-on parts are
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from .errors import ProtocolError
 from .guard import Lifecycle, after_run, refuse_cancelled, run_anyio, shutting_down
@@ -18,16 +19,23 @@ from .responses import send_error
 from .routing import Router
 from .types import Endpoint, Receive, Scope, Send
 
-_current_task = asyncio.current_task
+_running_loop = asyncio._get_running_loop  # None outside asyncio (trio): no exception to catch
+if sys.version_info >= (3, 12):
+    _task_of = asyncio.current_task  # C; takes the loop
+else:  # current_task() is Python code here, reading the C dict this looks up directly
+    from asyncio.tasks import _current_tasks  # type: ignore[attr-defined]
+
+    _task_of = _current_tasks.get
 
 
 class Dispatcher:
     """Routes and guards; ``AgentRunServer`` builds one and puts its layers around it."""
 
-    __slots__ = ("lifecycle", "max_body_size", "router", "timeout")
+    __slots__ = ("lifecycle", "max_body_size", "router", "static", "timeout")
 
     def __init__(self, router: Router, lifecycle: Lifecycle, max_body_size: int) -> None:
         self.router = router
+        self.static = router.static
         self.lifecycle = lifecycle
         self.max_body_size = max_body_size
         self.timeout = lifecycle.timeout
@@ -37,14 +45,19 @@ class Dispatcher:
         if lifecycle.closing:
             await send_error(send, shutting_down())
             return
-        match = self.router.match(route_path(scope) if scope.get("root_path") else scope["path"])
-        if match is None:
-            await send_error(send, ProtocolError(404, f"No route for {scope['path']}.",
-                                                 code="not_found"))  # fmt: skip
-            return
-        endpoints, allow, params = match
+        path = route_path(scope) if scope.get("root_path") else scope["path"]
+        endpoints = self.static.get(path)  # the usual path: one lookup, no call
+        params = None
+        if endpoints is None:
+            match = self.router.match(path)
+            if match is None:
+                await send_error(send, ProtocolError(404, f"No route for {scope['path']}.",
+                                                     code="not_found"))  # fmt: skip
+                return
+            endpoints, _, params = match
         endpoint = endpoints.get(scope["method"])
         if endpoint is None:
+            allow = self.router.match(path)[1]  # type: ignore[index]
             error = ProtocolError(
                 405, f"Method {scope['method']} is not allowed on {scope['path']}.",
                 code="method_not_allowed", headers=[(b"allow", allow)],
@@ -55,18 +68,15 @@ class Dispatcher:
             scope["path_params"] = params
 
         request = Request(scope, receive, self.max_body_size)
-        try:
-            task = _current_task()
-        except RuntimeError:  # not asyncio (trio): an anyio cancel scope does the stopping
-            task = None
-        if task is None:
+        loop = _running_loop()
+        task = None if loop is None else _task_of(loop)
+        if loop is None or task is None:  # not asyncio (trio): an anyio cancel scope stops it
             await self._run_anyio(endpoint, request, send)
             return
         # The guard, in line: the request is in flight while it is in ``runs``.
         runs = lifecycle.runs
         runs[task] = request
         lifecycle.fresh.append(task)
-        loop = task.get_loop()
         if lifecycle.sweeping is not loop:
             lifecycle.start_sweeping(loop)
         if self.timeout is not None:

@@ -55,12 +55,14 @@ def join_path(prefix: str, path: str) -> str:
 
 
 class Router:
-    __slots__ = ("_root", "_static", "routes")
+    __slots__ = ("_root", "_static", "routes", "static")
 
     def __init__(self, routes: Iterable[Route] = ()) -> None:
         self._root = _Node()
         #: Parameterless paths written the canonical way: one dict lookup, no tree walk.
         self._static: dict[str, _Node] = {}
+        #: The same paths' endpoints by method, for a caller that routes in line (the dispatcher).
+        self.static: dict[str, dict[str, Endpoint]] = {}
         self.routes: list[Route] = []
         for route in routes:
             self.add(route)
@@ -103,6 +105,7 @@ class Router:
         if not any(s.startswith("{") and s.endswith("}") for s in segments):
             # A literal path always reaches this node (literals win), so the shortcut is exact.
             self._static["/" + "/".join(segments)] = node
+            self.static["/" + "/".join(segments)] = node.endpoints
         self.routes.append(route)
 
     def match(self, path: str) -> Match | None:

@@ -145,7 +145,7 @@ def test_the_guard_without_asyncio_tasks_answers_the_same(monkeypatch: pytest.Mo
     scopes work too, by hiding the current task."""
     import agentrun_asgi.dispatch as dispatch
 
-    monkeypatch.setattr(dispatch, "_current_task", lambda: None)
+    monkeypatch.setattr(dispatch, "_task_of", lambda loop: None)
 
     async def agent(request: AgentRequest) -> AsyncIterator[str]:
         text = request.messages[-1].text

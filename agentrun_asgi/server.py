@@ -12,8 +12,9 @@ it is given at the entry, with no layer) -> ``AccessLogMiddleware`` -> ``Metrics
 ``Dispatcher`` (503 when closing, 404, 405, the run guard: disconnect watcher, deadline, 500
 boundary) -> the endpoint.
 
-With no layer at all (the default), nothing wraps ``send``: the response helpers put the request
-id into the heads they write, and only an endpoint that writes heads itself (one not marked
+With no layer at all (the default), a call of the server is a call of the dispatcher, which
+gives the request its id; nothing wraps ``send``: the response helpers put the id into the
+heads they write, and only an endpoint that writes heads itself (one not marked
 ``sends_request_id``) is given a ``send`` that adds it.
 """
 
@@ -189,10 +190,9 @@ class AgentRunServer:
             install_log_filter(logger)
             if middleware:
                 layers.append(RequestIdMiddleware)  # the user's layers see its header
-        #: Request ids given at the entry, with no layer: the same as an outermost layer.
-        self._tag_at_entry = request_id and not middleware
-        #: The entry's ``send`` adds the id, for the server's own layers' answers.
-        self._wrap_at_entry = has_layers
+        #: Request ids given at the entry, with no layer of their own, for the server's layers
+        #: (with none, the dispatcher gives them).
+        self._tag_at_entry = request_id and has_layers and not middleware
         if access_log:
             layers.append(AccessLogMiddleware)
         if self.metrics is not None:
@@ -212,10 +212,20 @@ class AgentRunServer:
             if self.metrics is not None and metrics_path and metrics_public:
                 open_paths.append(metrics_path)
             layers.append(partial(APIKeyMiddleware, keys=self.api_keys, open_paths=open_paths))
-        app: ASGIApp = Dispatcher(self.router, self.lifecycle, max_body_size)
-        for layer in reversed(layers):
-            app = layer(app)
-        self._http: ASGIApp = app
+        if has_layers:
+            app: ASGIApp = Dispatcher(self.router, self.lifecycle, max_body_size)
+            for layer in reversed(layers):
+                app = layer(app)
+            self._http: ASGIApp = app
+            self._entry: ASGIApp = self._asgi
+        else:
+            # The dispatcher is the entry itself, request ids and all; other scopes come back.
+            dispatcher = Dispatcher(
+                self.router, self.lifecycle, max_body_size, tag=request_id, other=self._asgi
+            )
+            # A bound coroutine method, so that servers and frameworks that inspect
+            # ``app.__call__`` (uvicorn's ASGI 2/3 detection) see a coroutine function.
+            self._http = self._entry = dispatcher.__call__
 
     def prefix_for(self, handler: ProtocolHandler) -> str:
         name = type(handler).__name__
@@ -230,15 +240,24 @@ class AgentRunServer:
 
     # -- ASGI ------------------------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @property
+    def __call__(self) -> ASGIApp:
+        """The ASGI app a call of the server runs: ``server(scope, receive, send)``.
+
+        With no layers this is the dispatcher's own ``__call__``, so an HTTP request costs no
+        frame of the server's; otherwise it is :meth:`_asgi`. Lifespan goes to ``_asgi`` either
+        way.
+        """
+        return self._entry
+
+    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             if not self._tag_at_entry:
                 await self._http(scope, receive, send)
                 return
             token = tag_request(scope)
-            if self._wrap_at_entry:
-                send = with_request_id(send)
+            send = with_request_id(send)  # for the answers of the server's own layers
             try:
                 await self._http(scope, receive, send)
             finally:

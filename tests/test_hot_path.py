@@ -195,3 +195,25 @@ def test_a_loop_closed_mid_request_does_not_stop_the_next_loop_watching() -> Non
     with contextlib.suppress(BaseException):
         task.get_coro().close()
     task._log_destroy_pending = False  # type: ignore[attr-defined]  # it was left on purpose
+
+
+@pytest.mark.parametrize("layers", [{}, {"access_log": True}])
+def test_a_call_of_the_server_goes_straight_to_its_entry(layers: dict[str, Any]) -> None:
+    """With no layers the server's call is the dispatcher's own (no frame of the server's per
+    request); either way servers and frameworks see an ASGI 3 coroutine callable."""
+    import inspect
+
+    import uvicorn
+    from starlette._utils import is_async_callable
+
+    from agentrun_asgi.dispatch import Dispatcher
+
+    server = AgentRunServer(tokens, **layers)
+    entry = server.__call__
+    assert inspect.iscoroutinefunction(entry) and is_async_callable(server)
+    assert isinstance(getattr(entry, "__self__", None), Dispatcher) == (not layers)
+    config = uvicorn.Config(server, lifespan="on")
+    config.load()
+    assert config.interface == "asgi3"
+    r = asyncio.run(call(server, "POST", "/v1/chat/completions", CHAT))
+    assert r.status == 200 and r.json()["choices"][0]["message"]["content"] == "one two three"

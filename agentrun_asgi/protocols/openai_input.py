@@ -80,10 +80,25 @@ _FIELDS: dict[str, tuple[int, type | None, Callable[[str, Any], Any]]] = {
 
 
 def parse_chat_request(data: dict[str, Any]) -> tuple[AgentRequest, bool]:
-    """An ``AgentRequest`` from a parsed body, and whether the client asked for a usage chunk.
+    """An ``AgentRequest`` from a parsed body, and whether the client asked for a usage chunk."""
+    model = data.get("model")
+    stream = data.get("stream")
+    messages = data.get("messages")
+    if (
+        # The usual body: messages, and model and stream if anything, of their usual types.
+        len(data) == 1 + (model is not None) + (stream is not None)
+        and type(messages) is list
+        and messages
+        and (model is None or type(model) is str)
+        and (stream is None or type(stream) is bool)
+    ):
+        parsed = _messages(messages)
+        return AgentRequest("openai", parsed, model or DEFAULT_MODEL, stream is True), False
+    return _parse_any(data)
 
-    One pass over the keys the body has (usually two or three), not one lookup per known field.
-    """
+
+def _parse_any(data: dict[str, Any]) -> tuple[AgentRequest, bool]:
+    """Any body: one pass over the keys it has, not one lookup per known field."""
     args = _DEFAULTS.copy()
     extra: dict[str, Any] = {}
     messages: Any = None
@@ -108,6 +123,16 @@ def parse_chat_request(data: dict[str, Any]) -> tuple[AgentRequest, bool]:
             extra[key] = value
     if type(messages) is not list or not messages:
         _refuse_messages(messages)
+    args[_MESSAGES] = _messages(messages)
+    if max_completion_tokens is not None and args[_MAX_TOKENS] is None:
+        args[_MAX_TOKENS] = max_completion_tokens
+    if not args[_MODEL]:
+        args[_MODEL] = DEFAULT_MODEL
+    args[_EXTRA] = extra
+    return AgentRequest(*args), include_usage
+
+
+def _messages(messages: list[Any]) -> list[Message]:
     parsed: list[Message] = []
     for raw in messages:
         # Role and text and nothing else (most messages): checked in line, no call.
@@ -120,13 +145,7 @@ def parse_chat_request(data: dict[str, Any]) -> tuple[AgentRequest, bool]:
                     parsed.append(Message(member, content))
                     continue
         parsed.append(_parse_message(raw, len(parsed)))
-    args[_MESSAGES] = parsed
-    if max_completion_tokens is not None and args[_MAX_TOKENS] is None:
-        args[_MAX_TOKENS] = max_completion_tokens
-    if not args[_MODEL]:
-        args[_MODEL] = DEFAULT_MODEL
-    args[_EXTRA] = extra
-    return AgentRequest(*args), include_usage
+    return parsed
 
 
 def _refuse_messages(messages: Any) -> NoReturn:

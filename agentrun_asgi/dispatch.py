@@ -17,7 +17,7 @@ import sys
 
 from .errors import ProtocolError
 from .guard import Lifecycle, after_run, refuse_cancelled, run_anyio, shutting_down
-from .middleware.request_id import tag_request, untag_request
+from .middleware.request_id import tag_request, tag_request_with, untag_request
 from .requests import Request, route_path
 from .responses import send_error
 from .routing import Router
@@ -81,9 +81,21 @@ class Dispatcher:
         if endpoint is None or lifecycle.closing:
             await self._refuse(scope, send, path, endpoints is not _NOWHERE)
             return
-        token = tag_request(scope) if self.tag else None
-        try:
+        if self.tag:
+            # One pass over the headers for the two this request needs from them.
+            incoming = length = None
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    if length is None:
+                        length = value
+                elif name == b"x-request-id" and incoming is None:
+                    incoming = value
+            token = tag_request_with(incoming)
+            request = Request(scope, receive, self.max_body_size, length)
+        else:
+            token = None
             request = Request(scope, receive, self.max_body_size)
+        try:
             loop = _running_loop()
             task = None if loop is None else _task_of(loop)
             if loop is None or task is None:  # not asyncio (trio): an anyio cancel scope stops it

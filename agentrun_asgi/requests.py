@@ -7,6 +7,7 @@ AgentRun SDK read them from ``request.raw_request``); nothing is computed until 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl
 
@@ -137,16 +138,22 @@ class Request:
     """The request an endpoint serves: scope and receive, read lazily, body capped in size."""
 
     __slots__ = (
-        "_body", "_headers", "_query_params", "max_body_size", "receive", "run", "scope",
-        "started",
+        "_body", "_content_length", "_headers", "_query_params", "max_body_size", "receive",
+        "run", "scope", "started",
     )  # fmt: skip
 
     def __init__(
-        self, scope: Scope, receive: Receive, max_body_size: int = DEFAULT_MAX_BODY_SIZE
+        self,
+        scope: Scope,
+        receive: Receive,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        content_length: bytes | EllipsisType | None = ...,
     ) -> None:
         self.scope = scope
         self.receive = receive
         self.max_body_size = max_body_size
+        #: The Content-Length header's value, when the caller already looked (``...``: not yet).
+        self._content_length = content_length
         #: The response head went out (set by ``run_stream``; the guard answers errors by it).
         self.started = False
         #: The guard's record of this request's run, made only when one is needed.
@@ -194,7 +201,9 @@ class Request:
         if self._body is not None:
             return self._body
         limit = self.max_body_size
-        declared = header(self.scope, b"content-length")
+        declared = self._content_length
+        if declared is ...:
+            declared = header(self.scope, b"content-length")
         if declared is not None:
             try:
                 length = int(declared)

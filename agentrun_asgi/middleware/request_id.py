@@ -59,10 +59,14 @@ def tag_request(scope: Scope) -> Token[tuple[bytes, bytes] | None]:
 
     Pass the token to :func:`untag_request` at the end.
     """
-    raw = header(scope, _NAME)
-    if raw is None or _valid(raw) is None:
-        raw = new_request_id()
-    return request_id_header.set((_NAME, raw))
+    return tag_request_with(header(scope, _NAME))
+
+
+def tag_request_with(incoming: bytes | None) -> Token[tuple[bytes, bytes] | None]:
+    """:func:`tag_request` for a caller that has read the ``X-Request-ID`` header itself."""
+    if incoming is None or _valid(incoming) is None:
+        incoming = new_request_id()
+    return request_id_header.set((_NAME, incoming))
 
 
 untag_request = request_id_header.reset

@@ -30,6 +30,8 @@ from .validation import parse_object
 logger = logging.getLogger("agentrun_asgi")
 
 _dumps = orjson.dumps
+#: Read only: shared by every response that has no usage of its own.
+_ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
 # -- encoding ----------------------------------------------------------------------------------
@@ -157,7 +159,7 @@ class ChatStreamEncoder:
              b',"usage":null' if self._include_usage else b"", b"}\n\n")
         )  # fmt: skip
         if self._include_usage:
-            usage = self.usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+            usage = self.usage or _ZERO_USAGE
             out += b"".join((self._head, b',"choices":[],"usage":', _dumps(usage), b"}\n\n"))
         self.done = True
         return out + b"data: [DONE]\n\n"
@@ -248,7 +250,7 @@ def completion(
         "created": created,
         "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": reason, "logprobs": None}],
-        "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        "usage": usage or _ZERO_USAGE,
     }
 
 

@@ -17,12 +17,14 @@ import sys
 
 from .errors import ProtocolError
 from .guard import Lifecycle, after_run, refuse_cancelled, run_anyio, shutting_down
-from .middleware.request_id import tag_request, tag_request_with, untag_request
+from .ids import new_request_id, request_id_header
+from .middleware.request_id import tag_request, untag_request, valid_id
 from .requests import Request, route_path
 from .responses import send_error
 from .routing import Router
 from .types import ASGIApp, Endpoint, Receive, Scope, Send
 
+_set_tag = request_id_header.set
 _running_loop = asyncio._get_running_loop  # None outside asyncio (trio): no exception to catch
 if sys.version_info >= (3, 12):
     _task_of = asyncio.current_task  # C; takes the loop
@@ -90,7 +92,9 @@ class Dispatcher:
                         length = value
                 elif name == b"x-request-id" and incoming is None:
                     incoming = value
-            token = tag_request_with(incoming)
+            if incoming is None or valid_id(incoming) is None:  # tag_request, in line
+                incoming = new_request_id()
+            token = _set_tag((b"x-request-id", incoming))
             request = Request(scope, receive, self.max_body_size, length)
         else:
             token = None

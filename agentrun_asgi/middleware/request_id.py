@@ -19,7 +19,8 @@ from ..ids import new_request_id, request_id_header
 from ..requests import Request, header
 from ..types import ASGIApp, ASGIMessage, Endpoint, Receive, Scope, Send
 
-_valid = re.compile(rb"[A-Za-z0-9._-]{1,128}").fullmatch
+#: Whether an incoming id may be kept (None: no): nothing that could forge a log line or a header.
+valid_id = re.compile(rb"[A-Za-z0-9._-]{1,128}").fullmatch
 _NAME = b"x-request-id"
 
 
@@ -43,7 +44,7 @@ class RequestIdFilter(logging.Filter):
         request_id = current_request_id()
         record.request_id = request_id or "-"
         if request_id is not None:
-            # Safe inside a %-format string: the id has no "%" (see _valid).
+            # Safe inside a %-format string: the id has no "%" (see valid_id).
             record.msg = f"[{request_id}] {record.msg}"
         return True
 
@@ -57,16 +58,13 @@ def install_log_filter(logger: logging.Logger | logging.Handler) -> None:
 def tag_request(scope: Scope) -> Token[tuple[bytes, bytes] | None]:
     """Give the request its id, for its log lines and its responses' heads.
 
-    Pass the token to :func:`untag_request` at the end.
+    Pass the token to :func:`untag_request` at the end. (``Dispatcher`` does the same in line,
+    reading the header in the pass it makes for Content-Length.)
     """
-    return tag_request_with(header(scope, _NAME))
-
-
-def tag_request_with(incoming: bytes | None) -> Token[tuple[bytes, bytes] | None]:
-    """:func:`tag_request` for a caller that has read the ``X-Request-ID`` header itself."""
-    if incoming is None or _valid(incoming) is None:
-        incoming = new_request_id()
-    return request_id_header.set((_NAME, incoming))
+    raw = header(scope, _NAME)
+    if raw is None or valid_id(raw) is None:
+        raw = new_request_id()
+    return request_id_header.set((_NAME, raw))
 
 
 untag_request = request_id_header.reset

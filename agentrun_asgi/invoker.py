@@ -226,6 +226,13 @@ class Invoker:
             result = await anyio.to_thread.run_sync(func, request, abandon_on_cancel=True)
         if type(result) is AsyncGeneratorType:
             return result
+        return await self.adapt(result)
+
+    async def adapt(self, result: Any) -> AsyncIterator[Any]:
+        """An async iterator over what the agent returned (awaited first if awaitable).
+
+        For a caller that awaited the agent itself (``is_async``: no frame of ours around it).
+        """
         while inspect.isawaitable(result):
             result = await result
         return iterate(result)

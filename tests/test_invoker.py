@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import threading
@@ -415,3 +416,41 @@ def test_partial_of_async_function_detected_as_async() -> None:
 async def test_bytes_return_error_names_bytes() -> None:
     with pytest.raises(AgentOutputError, match="type bytes"):
         await collect(lambda r: b"raw bytes")
+
+
+async def _async_server_agent(request: AgentRequest) -> Any:
+    """An async function: the non-stream OpenAI path awaits it itself (no frame of the invoker's
+    around it) and adapts whatever it returns."""
+    mode = request.messages[-1].text
+
+    async def agen() -> AsyncIterator[str]:
+        yield "a1"
+        yield "a2"
+
+    async def later() -> str:
+        return "awaited"
+
+    if mode == "agen":
+        return agen()
+    if mode == "awaitable":
+        return later()  # a coroutine, awaited in turn
+    if mode == "fail":
+        raise RuntimeError("agent broke")
+    return _server_agent(request)
+
+
+@pytest.mark.parametrize(
+    "mode, status, content",
+    [("agen", 200, "a1a2"), ("awaitable", 200, "awaited"), ("str", 200, "plain"),
+     ("dict", 200, "from dict"), ("list", 200, "l1l2"), ("gen", 200, "g1g2"),
+     ("int", 500, None), ("fail", 500, None)],
+)  # fmt: skip
+def test_async_function_shapes_non_stream(mode: str, status: int, content: str | None) -> None:
+    from asgi_driver import call
+
+    body = json.dumps({"messages": [{"role": "user", "content": mode}]}).encode()
+    server = AgentRunServer(_async_server_agent)
+    r = asyncio.run(call(server, "POST", "/v1/chat/completions", body))
+    assert r.status == status, r.body
+    if content is not None:
+        assert r.json()["choices"][0]["message"]["content"] == content

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from types import AsyncGeneratorType
 from typing import Any
 
 import anyio
@@ -301,7 +302,13 @@ class OpenAIProtocolHandler(ProtocolHandler):
         error: tuple[str, str | None] | None = None
         payload = b""
         try:
-            items = await self.invoker.open(agent_request)
+            invoker = self.invoker
+            if invoker.is_async:  # the agent's own coroutine, with no frame of ours around it
+                items = await invoker.func(agent_request)
+                if type(items) is not AsyncGeneratorType:
+                    items = await invoker.adapt(items)
+            else:
+                items = await invoker.open(agent_request)
             # The whole run in one comprehension; when it is all text (the usual case) one
             # join takes it, with no per-item work in Python and no collector.
             raw = [item async for item in items]

@@ -13,7 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentrun_asgi.errors import ProtocolError
-from agentrun_asgi.protocols.openai_input import _parse_any, parse_chat_request
+from agentrun_asgi.protocols.openai_input import (
+    _messages,
+    _parse_any,
+    _parse_message,
+    parse_chat_request,
+)
 
 odd = st.one_of(
     st.none(),
@@ -72,3 +77,9 @@ def test_the_usual_body_takes_the_shortcut() -> None:
     )
     assert request.extra == {} and request.protocol == "openai"
     assert parse_chat_request({"messages": data["messages"], "model": ""})[0].model == "agentrun"
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw=message)
+def test_the_in_line_message_check_agrees_with_the_full_one(raw: Any) -> None:
+    assert outcome(_messages, [raw]) == outcome(lambda r: [_parse_message(r[0], 0)], [raw])

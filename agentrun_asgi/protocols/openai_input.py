@@ -135,16 +135,17 @@ def _parse_any(data: dict[str, Any]) -> tuple[AgentRequest, bool]:
 def _messages(messages: list[Any]) -> list[Message]:
     parsed: list[Message] = []
     for raw in messages:
-        # Role and text and nothing else (most messages): checked in line, no call.
-        if type(raw) is dict and len(raw) == 2:
-            role = raw.get("role")
-            content = raw.get("content")
-            if type(role) is str and type(content) is str:
-                member = _ROLES.get(role)
-                if member is not None:
-                    parsed.append(Message(member, content))
-                    continue
-        parsed.append(_parse_message(raw, len(parsed)))
+        # Role and text and nothing else (most messages): checked in line, no call. Anything
+        # that is not a dict with a known role fails a lookup here and goes the long way.
+        try:
+            role = _ROLES[raw["role"]]
+            content = raw["content"]
+        except (KeyError, TypeError):
+            content = None
+        if type(content) is str and len(raw) == 2:
+            parsed.append(Message(role, content))
+        else:
+            parsed.append(_parse_message(raw, len(parsed)))
     return parsed
 
 

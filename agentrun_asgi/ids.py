@@ -1,11 +1,12 @@
 """Unique ids for responses, messages and requests: random, drawn from the OS in batches.
 
-One ``os.urandom`` call gives the next 256 ids, cut from one hex string; an id is then one
-``list.pop()`` (formatting an integer per id, as a counter would need, costs several times
-more). Random 96 or 128 bits need no coordination between processes; a forked child drops the
-batch it inherited, so preloaded workers never hand out the same ids. Every id has 24 hex
-digits after its prefix, the length the OpenAI ids (``chatcmpl-...``) and AG-UI message ids
-already had here; a request id has 32, the usual length (a uuid4's hex).
+One ``os.urandom`` call gives the next 256 ids, cut from one hex string in C; an id is then
+one ``list.pop()`` (formatting an integer per id, as a counter would need, costs several times
+more, and so does slicing the string in a Python loop). Random 96 or 128 bits need no
+coordination between processes; a forked child drops the batch it inherited, so preloaded
+workers never hand out the same ids. Every id has 24 hex digits after its prefix, the length
+the OpenAI ids (``chatcmpl-...``) and AG-UI message ids already had here; a request id has 32,
+the usual length (a uuid4's hex).
 
 The request being served keeps its id in a ``ContextVar`` (worker threads started through anyio
 and tasks the agent starts inherit it) as the ready ``x-request-id`` header pair: the response
@@ -15,9 +16,12 @@ helpers append it to a head with no work, and log lines decode it when they need
 from __future__ import annotations
 
 import os
+import struct
+from binascii import hexlify
 from contextvars import ContextVar
 
 _BATCH = 256
+_cut_32 = struct.Struct("32s" * _BATCH).unpack  # one hex blob -> _BATCH ids, in C
 _ids: list[str] = []
 _request_ids: list[bytes] = []
 
@@ -41,8 +45,8 @@ def new_id(prefix: str = "") -> str:
     try:
         return prefix + _ids.pop()
     except IndexError:
-        blob = os.urandom(12 * _BATCH).hex()
-        _ids.extend([blob[i : i + 24] for i in range(0, len(blob), 24)])
+        # One hex string with a space every 12 bytes, split in C: no Python loop per id.
+        _ids.extend(os.urandom(12 * _BATCH).hex(" ", 12).split())
         return prefix + _ids.pop()
 
 
@@ -51,6 +55,5 @@ def new_request_id() -> bytes:
     try:
         return _request_ids.pop()
     except IndexError:
-        blob = os.urandom(16 * _BATCH).hex().encode()
-        _request_ids.extend([blob[i : i + 32] for i in range(0, len(blob), 32)])
+        _request_ids.extend(_cut_32(hexlify(os.urandom(16 * _BATCH))))
         return _request_ids.pop()

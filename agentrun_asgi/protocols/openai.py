@@ -31,8 +31,8 @@ from .validation import parse_object
 logger = logging.getLogger("agentrun_asgi")
 
 _dumps = orjson.dumps
-#: Read only: shared by every response that has no usage of its own.
-_ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+#: Read only: shared by every response (Chat Completions and Responses) with no usage of its own.
+ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
 # -- encoding ----------------------------------------------------------------------------------
@@ -160,7 +160,7 @@ class ChatStreamEncoder:
              b',"usage":null' if self._include_usage else b"", b"}\n\n")
         )  # fmt: skip
         if self._include_usage:
-            usage = self.usage or _ZERO_USAGE
+            usage = self.usage or ZERO_USAGE
             out += b"".join((self._head, b',"choices":[],"usage":', _dumps(usage), b"}\n\n"))
         self.done = True
         return out + b"data: [DONE]\n\n"
@@ -251,7 +251,7 @@ def completion(
         "created": created,
         "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": reason, "logprobs": None}],
-        "usage": usage or _ZERO_USAGE,
+        "usage": usage or ZERO_USAGE,
     }
 
 

@@ -38,6 +38,7 @@ from ..routing import Route
 from ..streaming import error_message, run_stream
 from ..types import Send
 from .base import ProtocolHandler
+from .openai import ZERO_USAGE
 from .responses_input import parse_responses_request
 from .validation import parse_object
 
@@ -49,7 +50,6 @@ _ECHOED = ("instructions", "max_output_tokens", "temperature", "top_p", "user",
            "previous_response_id", "metadata", "truncation")  # fmt: skip
 #: ``response.error.code`` values a client may expect of a server-side failure.
 _ERROR_CODES = frozenset(("server_error", "rate_limit_exceeded", "invalid_prompt"))
-_ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
 def _new_id(prefix: str) -> str:
@@ -85,7 +85,7 @@ def response_base(response_id: str, created_at: int, model: str, body: dict[str,
 
 def response_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     """The agent's Chat-style usage in the Responses shape (input/output tokens)."""
-    usage = usage or _ZERO_USAGE
+    usage = usage or ZERO_USAGE
     prompt = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
     completion = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
     total = int(usage.get("total_tokens") or prompt + completion)

@@ -83,3 +83,19 @@ def test_the_usual_body_takes_the_shortcut() -> None:
 @given(raw=message)
 def test_the_in_line_message_check_agrees_with_the_full_one(raw: Any) -> None:
     assert outcome(_messages, [raw]) == outcome(lambda r: [_parse_message(r[0], 0)], [raw])
+
+
+def test_chat_request_builder_is_the_class_call() -> None:
+    """The builder sets every field (an unset slot would make ``==`` raise) as the class would."""
+    from dataclasses import fields
+
+    from agentrun_asgi.models import AgentRequest, Message, MessageRole, chat_request
+
+    messages = [Message(MessageRole.USER, "hi")]
+    built = chat_request("openai", messages, "m", True)
+    expected = AgentRequest("openai", messages, "m", True)
+    assert type(built) is AgentRequest
+    for field in fields(AgentRequest):
+        assert getattr(built, field.name) == getattr(expected, field.name), field.name
+    assert built == expected
+    assert built.extra is not chat_request("openai", [], "m", False).extra

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from ..models import AgentRequest, Message, MessageRole, Tool, ToolCall
+from ..models import AgentRequest, Message, MessageRole, Tool, ToolCall, chat_request
 from .validation import (
     array,
     boolean,
@@ -93,7 +93,7 @@ def parse_chat_request(data: dict[str, Any]) -> tuple[AgentRequest, bool]:
         and (stream is None or type(stream) is bool)
     ):
         parsed = _messages(messages)
-        return AgentRequest("openai", parsed, model or DEFAULT_MODEL, stream is True), False
+        return chat_request("openai", parsed, model or DEFAULT_MODEL, stream is True), False
     return _parse_any(data)
 
 

@@ -128,3 +128,20 @@ def test_instructions_client_counts_whole_responses() -> None:
     with run_server(project.app) as url:
         port = int(url.rsplit(":", 1)[1])
         instructions.send_requests(port, instructions._request(path, body), 25, 4)
+
+
+def test_side_by_side_rows_report_median_and_quartiles() -> None:
+    """The ``pairs`` section's report: per-round ratios become median and quartiles, and a goal."""
+    from benchmarks.runner import Results, goals, table
+
+    results = Results()
+    for ratio in (0.86, 0.87, 0.88, 0.95):
+        results.add("json_pair", "project", ratio)
+    row = next(line for line in table(results, ["floor", "project"]) if "side by side" in line)
+    assert row.split()[-2:] == ["0.875x", "0.86-0.93"]
+    assert "json side by side  project/floor 0.875x  goal >= 0.90x  MISSED" in [
+        line.strip() for line in goals(results)
+    ]
+    results.add("json_pair", "project", 0.99)
+    results.add("json_pair", "project", 0.99)
+    assert any("project/floor 0.915x" in line and "MET" in line for line in goals(results))

@@ -11,8 +11,10 @@ Sections (each can be picked with ``--only``):
 - ``pairs``: each target and the floor under load at the same time, both servers sharing the
   server core, one wrk each on the load core (needs wrk). Each round gives the ratio of the two
   throughputs, a ratio of CPU cost per request taken under the same machine noise at every
-  instant. On a noisy VM this resolves a few percent where the rotated rounds cannot: floor
-  against floor, rotated rounds spread 0.79-1.18 between quartiles, side by side 0.96-1.02.
+  instant, so a slow drift of the host cancels out. On the 2-core VM of RESULTS.md the
+  project's JSON median stayed within 0.87-0.89x over four such runs in a day, while the
+  rotated rounds' median moved between 0.73x and 0.88x; floor against a second floor, the
+  quartiles of 8 rounds of 2 s were 0.96-1.02.
 Every value is the median over rounds; ratios are to the floor measured in the same run.
 """
 

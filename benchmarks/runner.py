@@ -13,7 +13,7 @@ Sections (each can be picked with ``--only``):
   throughputs, a ratio of CPU cost per request taken under the same machine noise at every
   instant, so a slow drift of the host cancels out. On the 2-core VM of RESULTS.md the
   project's JSON median stayed within 0.87-0.89x over four such runs in a day, while the
-  rotated rounds' median moved between 0.73x and 0.88x; floor against a second floor, the
+  rotated rounds' median moved between 0.73x and 1.02x; floor against a second floor, the
   quartiles of 8 rounds of 2 s were 0.96-1.02.
 Every value is the median over rounds; ratios are to the floor measured in the same run.
 """

@@ -292,6 +292,20 @@ def check_work(port: int, target: Target, work: str) -> tuple[int | None, str | 
     return response.frames, None
 
 
+def start_servers(
+    targets: list[Target], servers: dict[str, tuple[int, Any]], results: Results, skipped: str
+) -> None:
+    """One server per target into ``servers`` (name -> port, process), each answering a 200."""
+    for target in targets:
+        port = free_port()
+        proc = spawn(target, port)
+        servers[target.name] = (port, proc)
+        try:
+            wait_first_200(proc, port, target.paths["openai"], WORK["json"][1])
+        except RuntimeError as exc:
+            note(results, f"{target.name} did not start, {skipped}: {exc}")
+
+
 def run_throughput(
     args: argparse.Namespace, targets: list[Target], results: Results, use_wrk: bool
 ) -> None:
@@ -302,14 +316,7 @@ def run_throughput(
     servers: dict[str, tuple[int, Any]] = {}
     frames: dict[tuple[str, str], int] = {}
     try:
-        for target in targets:
-            port = free_port()
-            proc = spawn(target, port)
-            servers[target.name] = (port, proc)
-            try:
-                wait_first_200(proc, port, target.paths["openai"], WORK["json"][1])
-            except RuntimeError as exc:
-                note(results, f"{target.name} did not start, throughput rows skipped: {exc}")
+        start_servers(targets, servers, results, "throughput rows skipped")
         for work in works:
             for target in targets:
                 port, proc = servers[target.name]
@@ -357,14 +364,7 @@ def run_pairs(args: argparse.Namespace, targets: list[Target], results: Results)
     half = max(1, args.connections // 2)
     servers: dict[str, tuple[int, Any]] = {}
     try:
-        for target in targets:
-            port = free_port()
-            proc = spawn(target, port)
-            servers[target.name] = (port, proc)
-            try:
-                wait_first_200(proc, port, target.paths["openai"], WORK["json"][1])
-            except RuntimeError as exc:
-                note(results, f"pairs: {target.name} did not start: {exc}")
+        start_servers(targets, servers, results, "its pairs skipped")
         with ThreadPoolExecutor(2) as pool:
             for work in works:
                 kind, body = WORK[work]

@@ -104,8 +104,9 @@ class Router:
         node.allow = ", ".join(sorted(node.endpoints, key=_method_rank)).encode()
         if not any(s.startswith("{") and s.endswith("}") for s in segments):
             # A literal path always reaches this node (literals win), so the shortcut is exact.
-            self._static["/" + "/".join(segments)] = node
-            self.static["/" + "/".join(segments)] = node.endpoints
+            canonical = "/" + "/".join(segments)
+            self._static[canonical] = node
+            self.static[canonical] = node.endpoints
         self.routes.append(route)
 
     def match(self, path: str) -> Match | None:

@@ -31,7 +31,6 @@ from .validation import parse_object
 logger = logging.getLogger("agentrun_asgi")
 
 _dumps = orjson.dumps
-_loads = orjson.loads
 #: Read only: shared by every response (Chat Completions and Responses) with no usage of its own.
 ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
@@ -289,13 +288,7 @@ class OpenAIProtocolHandler(ProtocolHandler):
 
     @sends_request_id
     async def chat_completions(self, request: Request, send: Send) -> None:
-        received = await request.body()
-        try:
-            data = _loads(received)
-        except orjson.JSONDecodeError:
-            data = None
-        if type(data) is not dict:
-            data = parse_object(received, request.scope)  # raises the 400 that says why
+        data = parse_object(await request.body(), request.scope)
         agent_request, include_usage = parse_chat_request(data)
         agent_request.raw_request = request
         completion_id = new_id("chatcmpl-")

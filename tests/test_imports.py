@@ -39,6 +39,23 @@ def test_import_pulls_in_no_framework() -> None:
     assert result.stdout.strip() == "[]"
 
 
+def test_import_leaves_what_only_some_servers_need_for_later() -> None:
+    """Start-up time is measured (#4): worker threads (sync agents only) and hashlib's OpenSSL
+    load (API keys only) are imported when first needed, not with the package."""
+    result = run_python("""
+        import sys
+        from agentrun_asgi import AgentRunServer
+
+        async def agent(request):
+            return "x"
+
+        AgentRunServer(agent)
+        print(sorted(m for m in ("anyio.to_thread", "hmac", "hashlib") if m in sys.modules))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def _serve_app_in_process(env: dict[str, str]) -> Any:
     """Load ``agentrun_asgi.app`` in a fresh interpreter and answer one streamed request."""
     return run_python("""

@@ -148,7 +148,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--duration", type=float, default=5.0, help="seconds of load per run (5)")
     p.add_argument("--connections", type=int, default=50, help="load connections (50)")
-    p.add_argument("--spawns", type=int, default=5, help="cold starts per target (5)")
+    p.add_argument("--spawns", type=int, default=11, help="cold starts per target (11)")
     p.add_argument("--streams", type=int, default=1000, help="slow streams at once (1000)")
     p.add_argument("--big-streams", type=int, default=10_000, help="the project's hold check")
     p.add_argument("--big-timeout", type=float, default=120.0, help="bound on that check, s")

@@ -9,6 +9,12 @@ the machine does, which makes it the instrument for changes too small for wrk to
 noisy machine (a 2-core VM here: +-25% between identical 3 s runs). It does not see cache
 misses, so wall-clock ratios may differ from instruction ratios; both go in RESULTS.md.
 
+``--work cold`` counts start-up instead: every instruction from the server process's first to
+its first 200 (the interpreter, uvicorn, the app's imports and startup, the first request), the
+deterministic counterpart of the cold-start wall time, which varies by +-20% a spawn here. Each
+target is started once normally first, so that its bytecode caches exist, as after a regular
+install.
+
 Needs valgrind (Debian package ``valgrind``); slow (each request takes ~50x longer under it),
 so the default count is 1000 requests per target.
 """
@@ -29,7 +35,7 @@ from pathlib import Path
 
 from .client import HOST
 from .runner import WORK, Results, build_targets
-from .servers import REPO, Target, free_port, server_env, wait_first_200
+from .servers import REPO, Target, free_port, running, server_env, wait_first_200
 
 _CONTENT_LENGTH = re.compile(rb"content-length: (\d+)")
 
@@ -95,13 +101,18 @@ def send_requests(port: int, request: bytes, count: int, connections: int) -> No
 
 
 def count(target: Target, work: str, requests: int, connections: int) -> float:
-    """Instructions per request of ``target`` serving ``work``."""
-    protocol, body = WORK[work]
+    """Instructions per request of ``target`` serving ``work``; for ``cold``, instructions from
+    the process's start to its first 200."""
+    cold = work == "cold"
+    protocol, body = WORK["json" if cold else work]
     path = target.paths[protocol]
+    if cold:
+        with running(target, path, body):
+            pass  # a plain start: the target's bytecode caches are written, as pip does
     out = Path(tempfile.mkdtemp(prefix="callgrind-"))
     port = free_port()
     command = [
-        "valgrind", "--tool=callgrind", "--instr-atstart=no",
+        "valgrind", "--tool=callgrind", f"--instr-atstart={'yes' if cold else 'no'}",
         f"--callgrind-out-file={out}/cg.%p",
         target.python, "-m", "uvicorn", target.app, "--host", HOST, "--port", str(port),
         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
@@ -112,11 +123,12 @@ def count(target: Target, work: str, requests: int, connections: int) -> float:
     )  # fmt: skip
     try:
         wait_first_200(proc, port, path, body, timeout=300)
-        request = _request(path, body)
-        send_requests(port, request, 300, connections)  # warm: caches, first-use paths
         control = ["callgrind_control"]
-        subprocess.run([*control, "-i", "on", str(proc.pid)], capture_output=True, check=True)
-        send_requests(port, request, requests, connections)
+        if not cold:
+            request = _request(path, body)
+            send_requests(port, request, 300, connections)  # warm: caches, first-use paths
+            subprocess.run([*control, "-i", "on", str(proc.pid)], capture_output=True, check=True)
+            send_requests(port, request, requests, connections)
         subprocess.run([*control, "-d", str(proc.pid)], capture_output=True, check=True)
         total = 0
         for _ in range(50):  # the dump is written by the server process: wait for it
@@ -130,7 +142,7 @@ def count(target: Target, work: str, requests: int, connections: int) -> float:
             time.sleep(0.1)
         if not total:
             raise RuntimeError("callgrind wrote no summary")
-        return total / requests
+        return total if cold else total / requests
     finally:
         os.killpg(proc.pid, 9)
         proc.wait()
@@ -142,7 +154,7 @@ def count(target: Target, work: str, requests: int, connections: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__)
     parser.add_argument("--targets", default="floor,starlette,project")
-    parser.add_argument("--work", default="json", help="json, sse or agui (default json)")
+    parser.add_argument("--work", default="json", help="json, sse, agui or cold (default json)")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--sdk-python", default=None, help=argparse.SUPPRESS)
@@ -152,13 +164,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = Results()
     targets = [t for t in build_targets(args, results) if not t.skip]  # says what it skips
-    print(f"instructions per request, {args.work}, {args.requests} requests over "
-          f"{args.connections} connections (callgrind, user space)")  # fmt: skip
+    if args.work == "cold":
+        print("instructions from the server process's start to its first 200 (callgrind, user"
+              " space)")  # fmt: skip
+    else:
+        print(f"instructions per request, {args.work}, {args.requests} requests over "
+              f"{args.connections} connections (callgrind, user space)")  # fmt: skip
     floor = None
     for target in targets:
         per = count(target, args.work, args.requests, args.connections)
         floor = floor if floor is not None else per
-        print(f"  {target.name:10s} {per / 1000:8.1f} k  ({floor / per:.3f}x the floor's rate)")
+        if args.work == "cold":
+            print(f"  {target.name:10s} {per / 1e6:8.1f} M  ({per / floor:.3f}x the floor's)")
+        else:
+            print(f"  {target.name:10s} {per / 1000:8.1f} k  ({floor / per:.3f}x the floor's rate)")
         sys.stdout.flush()
     return 0
 

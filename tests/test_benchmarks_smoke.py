@@ -145,3 +145,24 @@ def test_side_by_side_rows_report_median_and_quartiles() -> None:
     results.add("json_pair", "project", 0.99)
     results.add("json_pair", "project", 0.99)
     assert any("project/floor 0.915x" in line and "MET" in line for line in goals(results))
+
+
+def test_side_by_side_reports_the_floor_beside_its_copy() -> None:
+    """The second floor's ratios fill the floor's own cell and follow the goal line: the
+    resolution of the figure above them, printed in the same run."""
+    from benchmarks.runner import Results, goals, table
+
+    results = Results()
+    for ratio in (0.86, 0.87, 0.88, 0.95):
+        results.add("json_pair", "project", ratio)
+    lines = table(results, ["floor", "project"])
+    row = next(line for line in lines if "side by side / floor" in line)
+    assert row.split()[-3:] == ["-", "0.875x", "0.86-0.93"]  # no copy measured: no cell
+    for ratio in (0.97, 1.0, 1.02, 1.05):
+        results.add("json_pair", "floor", ratio)
+    lines = table(results, ["floor", "project"])
+    row = next(line for line in lines if "side by side / floor" in line)
+    assert row.split()[-4:] == ["1.010x", "0.98-1.04", "0.875x", "0.86-0.93"]
+    assert any("a second floor beside it" in line for line in lines)
+    goal = next(line for line in goals(results) if "json side by side" in line)
+    assert goal.strip().endswith("MISSED  (floor beside its copy 1.010x, 0.98-1.04)")

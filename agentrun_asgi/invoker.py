@@ -31,6 +31,8 @@ from collections.abc import (
 from types import AsyncGeneratorType
 from typing import Any
 
+import anyio
+
 from .models import AgentEvent, AgentRequest, AgentResponse, EventType
 
 StreamItem = str | AgentEvent
@@ -140,11 +142,17 @@ class _Items:
         return None
 
 
-async def _step_in_threads(stepper: _SyncStepper) -> AsyncGenerator[Any, None]:
-    import anyio.to_thread  # see Invoker.__init__ (an async agent may return a sync iterator)
+def _thread_runner() -> Callable[..., Awaitable[Any]]:
+    """anyio's ``to_thread.run_sync``, imported on first need, not with the package: only sync
+    agents and sync iterators use worker threads, and the module is ~5M instructions of import."""
+    import anyio.to_thread
 
+    return anyio.to_thread.run_sync
+
+
+async def _step_in_threads(stepper: _SyncStepper) -> AsyncGenerator[Any, None]:
     step = stepper.step
-    run_sync = anyio.to_thread.run_sync
+    run_sync = _thread_runner()  # an async agent may return a sync iterator too
     try:
         while True:
             value = await run_sync(step, abandon_on_cancel=True)
@@ -207,11 +215,7 @@ class Invoker:
         self.is_sync_gen = inspect.isgeneratorfunction(target)
         self._run_sync: Callable[..., Awaitable[Any]] | None = None
         if not (self.is_async or self.is_async_gen):
-            # Only sync agents need worker threads: their module is imported for them, here, not
-            # with the package (~5M instructions, a tenth of its import) nor on a first request.
-            import anyio.to_thread
-
-            self._run_sync = anyio.to_thread.run_sync
+            self._run_sync = _thread_runner()  # here, not on a first request
 
     async def open(self, request: AgentRequest) -> AsyncIterator[Any]:
         """Call the agent: an async iterator of its raw items, with no layer of our own.

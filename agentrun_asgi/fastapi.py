@@ -176,6 +176,17 @@ _KNOWN: dict[str, dict[str, Any]] = {
                 "object": {"type": "string"},
                 "data": {"type": "array", "items": {"type": "object"}}}}}}}},
     },
+    "openai.model": {
+        "tag": "OpenAI", "summary": "Retrieve a model",
+        "description": "One model this server answers to (`object: model`); 404 with code "
+                       "`model_not_found` for any other id.",
+        "responses": {"200": {"description": "The model", "content": {"application/json": {
+            "schema": {"type": "object", "properties": {
+                "id": {"type": "string"}, "object": {"type": "string"},
+                "created": {"type": "integer"}, "owned_by": {"type": "string"}}}}}},
+            "404": {"description": "No such model",
+                    "content": {"application/json": {"schema": _ERROR}}}},
+    },
     "openai.responses": {
         "tag": "OpenAI", "summary": "Create a model response",
         "description": "OpenAI Responses API: a `response` object, or with `stream: true` the "

@@ -134,6 +134,9 @@ def test_as_fastapi_app_streams_and_documents_routes(serve: Any) -> None:
     assert chat["requestBody"]["content"]["application/json"]["schema"]["required"] == ["messages"]
     assert set(chat["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
     assert paths["/v1/models"]["get"]["summary"] == "List models"
+    model = paths["/v1/models/{model}"]["get"]
+    assert model["summary"] == "Retrieve a model"
+    assert [(p["name"], p["in"]) for p in model["parameters"]] == [("model", "path")]
     assert paths["/ag-ui/agent"]["post"]["tags"] == ["AG-UI"]
     assert "text/event-stream" in paths["/ag-ui/agent"]["post"]["responses"]["200"]["content"]
     assert paths["/v1/responses"]["post"]["summary"] == "Create a model response"

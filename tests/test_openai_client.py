@@ -17,6 +17,7 @@ from agentrun_asgi import (
     AgentResponse,
     AgentRunServer,
     EventType,
+    OpenAIProtocolHandler,
     ToolCall,
 )
 
@@ -279,6 +280,21 @@ def test_models_list(serve: Any) -> None:
     assert models[0].object == "model"
     assert models[0].owned_by == "agentrun"
     assert isinstance(models[0].created, int)
+
+
+def test_models_retrieve(serve: Any) -> None:
+    handler = OpenAIProtocolHandler(models=["agentrun", "agentrun-mini"], owned_by="team")
+    with serve(AgentRunServer(lambda r: "x", protocols=[handler])) as base:
+        oai = client(base)
+        listed = list(oai.models.list())
+        mini = oai.models.retrieve("agentrun-mini")
+        with pytest.raises(openai.NotFoundError) as missing:
+            oai.models.retrieve("gpt-nonexistent")
+    assert mini.id == "agentrun-mini" and mini.object == "model" and mini.owned_by == "team"
+    assert mini == listed[1]  # the same object the list gives, created included
+    assert missing.value.code == "model_not_found"
+    assert missing.value.body["message"] == "The model `gpt-nonexistent` does not exist."  # type: ignore[index]
+    assert missing.value.body["type"] == "invalid_request_error"  # type: ignore[index]
 
 
 def test_reasoning_content_stream_and_message(serve: Any) -> None:

@@ -237,10 +237,13 @@ def _paths(server: AgentRunServer) -> set[str]:
 def test_default_prefixes() -> None:
     server = AgentRunServer(lambda r: "x")
     assert _paths(server) == {
-        "/health", "/v1/chat/completions", "/v1/models", "/v1/responses", "/ag-ui/agent",
+        "/health", "/v1/chat/completions", "/v1/models", "/v1/models/{model}", "/v1/responses",
+        "/ag-ui/agent",
     }
     only_openai = AgentRunServer(lambda r: "x", protocols=[OpenAIProtocolHandler()])
-    assert _paths(only_openai) == {"/health", "/v1/chat/completions", "/v1/models"}
+    assert _paths(only_openai) == {
+        "/health", "/v1/chat/completions", "/v1/models", "/v1/models/{model}",
+    }
 
 
 def test_derived_prefix_from_class_name() -> None:
@@ -269,7 +272,7 @@ def test_override_beats_get_prefix() -> None:
         prefix_overrides={"OpenAIProtocolHandler": "/api/v1", "EchoProtocolHandler": "/"},
     )
     assert _paths(server) == {"/health", "/api/v1/chat/completions", "/api/v1/models",
-                              "/echo/{word}"}
+                              "/api/v1/models/{model}", "/echo/{word}"}
 
 
 def test_prefix_override_served(serve: Any) -> None:

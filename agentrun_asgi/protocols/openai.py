@@ -1,4 +1,4 @@
-"""OpenAI Chat Completions: ``POST {prefix}/chat/completions`` and ``GET {prefix}/models``.
+"""OpenAI Chat Completions: ``POST {prefix}/chat/completions``, ``GET {prefix}/models[/{model}]``.
 
 Wire format per the OpenAI API reference ("Create chat completion", "The chat completion chunk
 object"); ../shared/PROTOCOLS.md sums up the parts the official clients depend on.
@@ -267,11 +267,11 @@ class OpenAIProtocolHandler(ProtocolHandler):
         self, models: Sequence[str] = (DEFAULT_MODEL,), owned_by: str = "agentrun"
     ) -> None:
         created = int(time.time())
-        self._models_body = _dumps(
-            {"object": "list",
-             "data": [{"id": m, "object": "model", "created": created, "owned_by": owned_by}
-                      for m in models]}
-        )  # fmt: skip
+        listed = [{"id": m, "object": "model", "created": created, "owned_by": owned_by}
+                  for m in models]  # fmt: skip
+        self._models_body = _dumps({"object": "list", "data": listed})
+        #: ``GET /models/{model}``: each listed model's own object, encoded once.
+        self._model_bodies = {model["id"]: _dumps(model) for model in listed}
 
     def get_prefix(self) -> str | None:
         return "/v1"
@@ -280,11 +280,23 @@ class OpenAIProtocolHandler(ProtocolHandler):
         return (
             Route("/chat/completions", self.chat_completions, ("POST",), "openai.chat_completions"),
             Route("/models", self.list_models, ("GET",), "openai.models"),
+            Route("/models/{model}", self.retrieve_model, ("GET",), "openai.model"),
         )
 
     @sends_request_id
     async def list_models(self, request: Request, send: Send) -> None:
         await send_bytes(send, 200, self._models_body, JSON_HEADERS)
+
+    @sends_request_id
+    async def retrieve_model(self, request: Request, send: Send) -> None:
+        model: str = request.scope["path_params"]["model"]
+        body = self._model_bodies.get(model)
+        if body is None:
+            # OpenAI answers an unknown id with 404 and this code; clients raise NotFoundError.
+            message = f"The model `{model}` does not exist."
+            await send_error(send, ProtocolError(404, message, code="model_not_found"))
+            return
+        await send_bytes(send, 200, body, JSON_HEADERS)
 
     @sends_request_id
     async def chat_completions(self, request: Request, send: Send) -> None:

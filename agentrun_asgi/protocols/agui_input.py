@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 
 from ..ids import new_id
-from ..models import AgentRequest, Message, MessageRole, Tool, ToolCall
-from .validation import invalid, json_type, message_content, opt_list, opt_str
+from ..models import AgentRequest, Message, MessageRole, Tool
+from .validation import invalid, json_type, message_content, opt_list, opt_str, parse_tool_calls
 
 _dumps = orjson.dumps
 _ROLES = {
@@ -81,35 +81,15 @@ def _parse_message(raw: Any, i: int) -> Message | None:
         got = _dumps(name).decode()
         invalid(f"{where}.role", f"'{where}.role' must be one of {_ROLE_NAMES}; got {got}.")
     content = message_content(raw, where)
-    tool_calls = opt_list(raw, "toolCalls", f"{where}.toolCalls")
+    calls = opt_list(raw, "toolCalls", f"{where}.toolCalls")
     return Message(
         role=role,
         content=content,
         name=opt_str(raw, "name", f"{where}.name"),
-        tool_calls=_parse_tool_calls(tool_calls, where) if tool_calls is not None else None,
+        tool_calls=None if calls is None else parse_tool_calls(calls, f"{where}.toolCalls"),
         tool_call_id=opt_str(raw, "toolCallId", f"{where}.toolCallId"),
         id=opt_str(raw, "id", f"{where}.id"),
     )
-
-
-def _parse_tool_calls(raw: list[Any], where: str) -> list[ToolCall]:
-    calls = []
-    for j, call in enumerate(raw):
-        at = f"{where}.toolCalls[{j}]"
-        if not isinstance(call, dict):
-            invalid(at, f"'{at}' must be an object, not {json_type(call)}.")
-        function = call.get("function") or {}
-        if not isinstance(function, dict):
-            invalid(
-                f"{at}.function", f"'{at}.function' must be an object, not {json_type(function)}."
-            )
-        arguments = function.get("arguments", "")
-        if not isinstance(arguments, str):
-            arguments = _dumps(arguments).decode()
-        calls.append(ToolCall(id=opt_str(call, "id", f"{at}.id") or "",
-                              name=opt_str(function, "name", f"{at}.function.name") or "",
-                              arguments=arguments))  # fmt: skip
-    return calls
 
 
 def _parse_tools(raw: list[Any] | None) -> list[Tool] | None:

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from ..models import AgentRequest, Message, MessageRole, Tool, ToolCall, chat_request
+from ..models import AgentRequest, Message, MessageRole, Tool, chat_request
 from .validation import (
     array,
     boolean,
@@ -25,6 +25,7 @@ from .validation import (
     opt_list,
     opt_object,
     opt_str,
+    parse_tool_calls,
     string,
 )
 
@@ -170,34 +171,14 @@ def _parse_message(raw: Any, i: int) -> Message:
         )
     where = f"messages[{i}]"
     content = message_content(raw, where)
-    tool_calls = opt_list(raw, "tool_calls", f"{where}.tool_calls")
+    calls = opt_list(raw, "tool_calls", f"{where}.tool_calls")
     return Message(
         role=role,
         content=content,
         name=opt_str(raw, "name", f"{where}.name"),
-        tool_calls=_parse_tool_calls(tool_calls, where) if tool_calls is not None else None,
+        tool_calls=None if calls is None else parse_tool_calls(calls, f"{where}.tool_calls"),
         tool_call_id=opt_str(raw, "tool_call_id", f"{where}.tool_call_id"),
     )
-
-
-def _parse_tool_calls(raw: list[Any], where: str) -> list[ToolCall]:
-    calls = []
-    for j, call in enumerate(raw):
-        at = f"{where}.tool_calls[{j}]"
-        if not isinstance(call, dict):
-            invalid(at, f"'{at}' must be an object, not {json_type(call)}.")
-        function = opt_object(call, "function", f"{at}.function") or {}
-        arguments = function.get("arguments", "")
-        if not isinstance(arguments, str):
-            arguments = orjson.dumps(arguments).decode()
-        calls.append(
-            ToolCall(
-                id=opt_str(call, "id", f"{at}.id") or "",
-                name=opt_str(function, "name", f"{at}.function.name") or "",
-                arguments=arguments,
-            )
-        )
-    return calls
 
 
 def _parse_tools(raw: list[Any] | None) -> list[Tool] | None:

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 import orjson
 
 from ..errors import ProtocolError
+from ..models import ToolCall
 from ..requests import Request, header
 from ..types import Scope
 
@@ -81,6 +82,24 @@ def message_content(raw: dict[str, Any], where: str) -> str | list[dict[str, Any
         invalid(f"{where}.content", f"'{where}.content' must be a string, an array of parts or "
                                     f"null, not {json_type(content)}.")  # fmt: skip
     return content
+
+
+def parse_tool_calls(raw: list[Any], where: str) -> list[ToolCall]:
+    """A message's tool calls at ``where``: ``{id, function: {name, arguments}}`` items, the
+    same in OpenAI and AG-UI 1.0. Arguments sent as JSON rather than a string are kept as text."""
+    calls = []
+    for j, call in enumerate(raw):
+        at = f"{where}[{j}]"
+        if not isinstance(call, dict):
+            invalid(at, f"'{at}' must be an object, not {json_type(call)}.")
+        function = opt_object(call, "function", f"{at}.function") or {}
+        arguments = function.get("arguments", "")
+        if not isinstance(arguments, str):
+            arguments = orjson.dumps(arguments).decode()
+        calls.append(ToolCall(id=opt_str(call, "id", f"{at}.id") or "",
+                              name=opt_str(function, "name", f"{at}.function.name") or "",
+                              arguments=arguments))  # fmt: skip
+    return calls
 
 
 # Value checks: ``value`` (None allowed) of the named parameter, or a 400 naming it. The

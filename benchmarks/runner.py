@@ -528,6 +528,7 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
 
 def goals(results: Results) -> list[str]:
     lines = []
+    pair = results.samples.get("json_pair", {}).get("project")
     for key, bound, kind in FLOOR_GOALS:
         project, floor = results.value(key, "project"), results.value(key, "floor")
         if project is None or not floor:
@@ -536,8 +537,13 @@ def goals(results: Results) -> list[str]:
         ratio = project / floor
         ok = ratio >= bound if kind == "min" else ratio <= bound
         sign = ">=" if kind == "min" else "<="
+        verdict = "MET" if ok else "MISSED"
+        if key == "json_rps" and pair:
+            # Alone in turn, one round moves with the host by more than this goal's margin;
+            # the side-by-side figure (below) is the one this goal is read from.
+            verdict = "(rotated rounds: read side by side below)"
         lines.append(f"  {key:<10} project/floor {ratio:5.2f}x  goal {sign} {bound:.2f}x  "
-                     f"{'MET' if ok else 'MISSED'}")  # fmt: skip
+                     f"{verdict}")  # fmt: skip
     for key, times in SDK_GOALS:
         project, sdk = results.value(key, "project"), results.value(key, "sdk")
         if project is None or not sdk:
@@ -547,7 +553,6 @@ def goals(results: Results) -> list[str]:
         ratio = project / sdk if higher else sdk / project
         lines.append(f"  {key:<10} project vs sdk {ratio:5.2f}x better  goal >= {times:.0f}x  "
                      f"{'MET' if ratio >= times else 'MISSED'}")  # fmt: skip
-    pair = results.samples.get("json_pair", {}).get("project")
     if pair:
         ratio = statistics.median(pair)
         copy = results.samples.get("json_pair", {}).get("floor")

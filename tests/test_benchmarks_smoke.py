@@ -166,3 +166,21 @@ def test_side_by_side_reports_the_floor_beside_its_copy() -> None:
     assert any("a second floor beside it" in line for line in lines)
     goal = next(line for line in goals(results) if "json side by side" in line)
     assert goal.strip().endswith("MISSED  (floor beside its copy 1.010x, 0.98-1.04)")
+
+
+def test_rotated_json_line_defers_to_side_by_side() -> None:
+    """With side-by-side rounds measured, the rotated JSON ratio is shown but not judged: a
+    lucky or unlucky host round must not print a verdict the reliable figure contradicts."""
+    from benchmarks.runner import Results, goals
+
+    results = Results()
+    results.add("json_rps", "floor", 1000.0)
+    results.add("json_rps", "project", 950.0)
+    rotated = next(line for line in goals(results) if line.strip().startswith("json_rps"))
+    assert rotated.strip().endswith("goal >= 0.90x  MET")  # no pairs: the rotated figure rules
+    for ratio in (0.87, 0.88, 0.89):
+        results.add("json_pair", "project", ratio)
+    lines = [line.strip() for line in goals(results)]
+    rotated = next(line for line in lines if line.startswith("json_rps"))
+    assert "MET" not in rotated and rotated.endswith("read side by side below)")
+    assert any(line.startswith("json side by side") and line.endswith("MISSED") for line in lines)

@@ -77,6 +77,7 @@ def openapi_paths(server: AgentRunServer, prefix: str = "") -> dict[str, dict[st
     used_ids: set[str] = set()
     for route in server.routes:
         path = join_path(prefix, route.path) if prefix else route.path
+        path = path.replace(":path}", "}")  # OpenAPI names a rest-of-path parameter plainly
         spec = _KNOWN.get(route.name) or _generic(route.name, path)
         for method in route.methods:
             if method.upper() == "HEAD":

@@ -2,8 +2,10 @@
 
 Paths are split on ``/`` with empty segments dropped, so a trailing slash (or a doubled one)
 reaches the same route. A segment written ``{name}`` matches any one segment and is passed to the
-endpoint in ``scope["path_params"]``; a literal segment wins over a parameter at the same place,
-and the parameter is tried when the literal branch leads nowhere.
+endpoint in ``scope["path_params"]``; a last segment written ``{name:path}`` matches the rest of
+the path, one segment or more, slashes included (an id such as ``org/model``). A literal segment
+wins over a parameter at the same place, a parameter over a rest-of-path one, and each is tried
+when the one before it leads nowhere.
 Two routes that would answer the same method on the same path raise at construction.
 """
 
@@ -38,12 +40,18 @@ class _Node:
     """One path segment's place in the tree. A plain class: nobody outside this module sees it,
     and a dataclass costs ~1 ms to create at import (start-up time is measured in #4)."""
 
-    __slots__ = ("allow", "auto_head", "children", "endpoints", "param", "param_name", "routes")
+    __slots__ = (
+        "allow", "auto_head", "children", "endpoints", "param", "param_name", "routes", "tail",
+        "tail_name",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
         self.param: _Node | None = None
         self.param_name = ""
+        #: The node of a ``{name:path}`` segment here: it takes every segment from here on.
+        self.tail: _Node | None = None
+        self.tail_name = ""
         self.endpoints: dict[str, Endpoint] = {}
         self.routes: dict[str, Route] = {}
         self.allow = b""
@@ -75,9 +83,14 @@ class Router:
     def add(self, route: Route) -> None:
         node = self._root
         segments = _segments(route.path)
-        for segment in segments:
+        for i, segment in enumerate(segments):
             if segment.startswith("{") and segment.endswith("}"):
                 name = segment[1:-1]
+                if name.endswith(_REST):
+                    if i != len(segments) - 1:
+                        raise ValueError(f"{route.path}: {segment} must be the last segment")
+                    node = _tail(node, name[: -len(_REST)], route.path)
+                    continue
                 if node.param is None:
                     node.param = _Node()
                     node.param_name = name
@@ -121,23 +134,29 @@ class Router:
             return node.endpoints, node.allow, None
         node = self._root
         params: dict[str, str] | None = None
-        passed_param = False
-        for segment in path.split("/"):
-            if not segment:
-                continue
+        passed_other = False  # a choice was made that another branch might have answered
+        segments = _segments(path)
+        for i, segment in enumerate(segments):
             child = node.children.get(segment)
-            if child is None:
-                if node.param is None:
-                    return self._match_backtracking(path) if passed_param else None
+            if child is None and node.param is not None:
                 if params is None:
                     params = {}
                 params[node.param_name] = segment
                 child = node.param
-            elif node.param is not None:
-                passed_param = True
+                passed_other = passed_other or node.tail is not None
+            elif child is None:
+                tail = node.tail
+                if tail is None or not tail.endpoints:
+                    return self._match_backtracking(path) if passed_other else None
+                if params is None:
+                    params = {}
+                params[node.tail_name] = "/".join(segments[i:])
+                return tail.endpoints, tail.allow, params
+            elif node.param is not None or node.tail is not None:
+                passed_other = True
             node = child
         if not node.endpoints:
-            return self._match_backtracking(path) if passed_param else None
+            return self._match_backtracking(path) if passed_other else None
         return node.endpoints, node.allow, params
 
     def _match_backtracking(self, path: str) -> Match | None:
@@ -164,7 +183,25 @@ def _search(node: _Node, segments: list[str], i: int) -> tuple[_Node, dict[str, 
         if found is not None:
             found[1][node.param_name] = segment
             return found
+    if node.tail is not None and node.tail.endpoints:
+        return node.tail, {node.tail_name: "/".join(segments[i:])}
     return None
+
+
+_REST = ":path"
+
+
+def _tail(node: _Node, name: str, path: str) -> _Node:
+    """The ``{name:path}`` node under ``node``, made if it is the first."""
+    if node.tail is None:
+        node.tail = _Node()
+        node.tail_name = name
+    elif node.tail_name != name:
+        raise RouteConflict(
+            f"{path}: parameter {{{name}:path}} clashes with {{{node.tail_name}:path}} at the same"
+            " place in another route"
+        )
+    return node.tail
 
 
 def _segments(path: str) -> list[str]:

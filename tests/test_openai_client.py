@@ -283,15 +283,18 @@ def test_models_list(serve: Any) -> None:
 
 
 def test_models_retrieve(serve: Any) -> None:
-    handler = OpenAIProtocolHandler(models=["agentrun", "agentrun-mini"], owned_by="team")
+    models = ["agentrun", "agentrun-mini", "team/bot"]
+    handler = OpenAIProtocolHandler(models=models, owned_by="team")
     with serve(AgentRunServer(lambda r: "x", protocols=[handler])) as base:
         oai = client(base)
         listed = list(oai.models.list())
         mini = oai.models.retrieve("agentrun-mini")
+        slashed = oai.models.retrieve("team/bot")  # sent as team%2Fbot
         with pytest.raises(openai.NotFoundError) as missing:
             oai.models.retrieve("gpt-nonexistent")
     assert mini.id == "agentrun-mini" and mini.object == "model" and mini.owned_by == "team"
     assert mini == listed[1]  # the same object the list gives, created included
+    assert slashed == listed[2]
     assert missing.value.code == "model_not_found"
     assert missing.value.body["message"] == "The model `gpt-nonexistent` does not exist."  # type: ignore[index]
     assert missing.value.body["type"] == "invalid_request_error"  # type: ignore[index]

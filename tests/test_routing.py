@@ -80,6 +80,35 @@ def test_param_tried_when_literal_leads_nowhere() -> None:
     assert match(router, "/p/lit/deeper")[0]["GET"] is B
 
 
+def test_rest_of_path_param() -> None:
+    router = Router([Route("/models/{model:path}", A, ("GET",)), Route("/models", B, ("GET",))])
+    assert match(router, "/models/org/agent") == ({"GET": A, "HEAD": A}, b"GET, HEAD",
+                                                  {"model": "org/agent"})  # fmt: skip
+    assert match(router, "/models/agentrun/")[2] == {"model": "agentrun"}
+    assert match(router, "/models")[0]["GET"] is B  # one segment or more: never empty
+    assert router.match("/model/x") is None
+
+
+def test_rest_of_path_comes_after_literal_and_param() -> None:
+    router = Router([
+        Route("/f/{id}", A, ("GET",)), Route("/f/{rest:path}", B, ("GET",)),
+        Route("/f/lit/x", C, ("GET",)), Route("/f/{id}/meta", D, ("GET",)),
+    ])  # fmt: skip
+    assert match(router, "/f/lit/x")[0]["GET"] is C
+    assert match(router, "/f/1") == ({"GET": A, "HEAD": A}, b"GET, HEAD", {"id": "1"})
+    assert match(router, "/f/1/meta")[2] == {"id": "1"}
+    # Dead ends on the literal and on the parameter branch: the rest-of-path route takes it.
+    assert match(router, "/f/lit/y")[2] == {"rest": "lit/y"}
+    assert match(router, "/f/1/2/3") == ({"GET": B, "HEAD": B}, b"GET, HEAD", {"rest": "1/2/3"})
+
+
+def test_rest_of_path_must_be_last_and_named_alike() -> None:
+    with pytest.raises(ValueError, match="last segment"):
+        Router([Route("/a/{rest:path}/b", A, ("GET",))])
+    with pytest.raises(RouteConflict, match="clashes"):
+        Router([Route("/a/{x:path}", A, ("GET",)), Route("/a/{y:path}", B, ("POST",))])
+
+
 def test_same_path_several_methods_merge() -> None:
     router = Router([Route("/r", A, ("GET",)), Route("/r", B, ("POST", "delete"))])
     endpoints, allow, _ = match(router, "/r")
@@ -237,12 +266,12 @@ def _paths(server: AgentRunServer) -> set[str]:
 def test_default_prefixes() -> None:
     server = AgentRunServer(lambda r: "x")
     assert _paths(server) == {
-        "/health", "/v1/chat/completions", "/v1/models", "/v1/models/{model}", "/v1/responses",
-        "/ag-ui/agent",
+        "/health", "/v1/chat/completions", "/v1/models", "/v1/models/{model:path}",
+        "/v1/responses", "/ag-ui/agent",
     }
     only_openai = AgentRunServer(lambda r: "x", protocols=[OpenAIProtocolHandler()])
     assert _paths(only_openai) == {
-        "/health", "/v1/chat/completions", "/v1/models", "/v1/models/{model}",
+        "/health", "/v1/chat/completions", "/v1/models", "/v1/models/{model:path}",
     }
 
 
@@ -272,7 +301,7 @@ def test_override_beats_get_prefix() -> None:
         prefix_overrides={"OpenAIProtocolHandler": "/api/v1", "EchoProtocolHandler": "/"},
     )
     assert _paths(server) == {"/health", "/api/v1/chat/completions", "/api/v1/models",
-                              "/api/v1/models/{model}", "/echo/{word}"}
+                              "/api/v1/models/{model:path}", "/echo/{word}"}
 
 
 def test_prefix_override_served(serve: Any) -> None:

@@ -270,7 +270,7 @@ class OpenAIProtocolHandler(ProtocolHandler):
         listed = [{"id": m, "object": "model", "created": created, "owned_by": owned_by}
                   for m in models]  # fmt: skip
         self._models_body = _dumps({"object": "list", "data": listed})
-        #: ``GET /models/{model}``: each listed model's own object, encoded once.
+        #: ``GET /models/{model}`` (ids may hold a slash): each model's object, encoded once.
         self._model_bodies = {model["id"]: _dumps(model) for model in listed}
 
     def get_prefix(self) -> str | None:
@@ -280,7 +280,9 @@ class OpenAIProtocolHandler(ProtocolHandler):
         return (
             Route("/chat/completions", self.chat_completions, ("POST",), "openai.chat_completions"),
             Route("/models", self.list_models, ("GET",), "openai.models"),
-            Route("/models/{model}", self.retrieve_model, ("GET",), "openai.model"),
+            # Rest of the path: the official client sends an id like "org/agent" as org%2Fagent,
+            # which the ASGI server decodes into two segments.
+            Route("/models/{model:path}", self.retrieve_model, ("GET",), "openai.model"),
         )
 
     @sends_request_id

@@ -85,21 +85,10 @@ class Router:
         segments = _segments(route.path)
         for i, segment in enumerate(segments):
             if segment.startswith("{") and segment.endswith("}"):
-                name = segment[1:-1]
-                if name.endswith(_REST):
-                    if i != len(segments) - 1:
-                        raise ValueError(f"{route.path}: {segment} must be the last segment")
-                    node = _tail(node, name[: -len(_REST)], route.path)
-                    continue
-                if node.param is None:
-                    node.param = _Node()
-                    node.param_name = name
-                elif node.param_name != name:
-                    raise RouteConflict(
-                        f"{route.path}: parameter {{{name}}} clashes with "
-                        f"{{{node.param_name}}} at the same place in another route"
-                    )
-                node = node.param
+                rest = segment.endswith(":path}")
+                if rest and i != len(segments) - 1:
+                    raise ValueError(f"{route.path}: {segment} must be the last segment")
+                node = _param_node(node, "tail" if rest else "param", segment, route.path)
             else:
                 node = node.children.setdefault(segment, _Node())
         explicit = [m.upper() for m in route.methods]
@@ -188,20 +177,21 @@ def _search(node: _Node, segments: list[str], i: int) -> tuple[_Node, dict[str, 
     return None
 
 
-_REST = ":path"
-
-
-def _tail(node: _Node, name: str, path: str) -> _Node:
-    """The ``{name:path}`` node under ``node``, made if it is the first."""
-    if node.tail is None:
-        node.tail = _Node()
-        node.tail_name = name
-    elif node.tail_name != name:
+def _param_node(node: _Node, kind: str, segment: str, path: str) -> _Node:
+    """The node of the parameter ``segment`` under ``node`` (``kind``: "param" for one segment,
+    "tail" for the rest of the path), made by the first route that has it there."""
+    name = segment[1:-1].removesuffix(":path")
+    child: _Node | None = getattr(node, kind)
+    if child is None:
+        child = _Node()
+        setattr(node, kind, child)
+        setattr(node, f"{kind}_name", name)
+    elif getattr(node, f"{kind}_name") != name:
+        other = segment.replace(name, getattr(node, f"{kind}_name"), 1)
         raise RouteConflict(
-            f"{path}: parameter {{{name}:path}} clashes with {{{node.tail_name}:path}} at the same"
-            " place in another route"
+            f"{path}: parameter {segment} clashes with {other} at the same place in another route"
         )
-    return node.tail
+    return child
 
 
 def _segments(path: str) -> list[str]:

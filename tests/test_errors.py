@@ -140,6 +140,9 @@ def test_form_content_type_with_json_body_accepted(http: httpx.Client) -> None:
         ({"messages": USER, "max_tokens": "10"}, "max_tokens", "integer"),
         ({"messages": USER, "max_completion_tokens": 2.5}, "max_completion_tokens", "integer"),
         ({"messages": USER, "n": "1"}, "n", "integer"),
+        # One answer a run: n > 1 would promise choices the response never has.
+        ({"messages": USER, "n": 2}, "n", "must be 1"),
+        ({"messages": USER, "n": 0}, "n", "must be 1"),
         ({"messages": USER, "user": 3}, "user", "string"),
         ({"messages": USER, "tools": {}}, "tools", "array"),
         ({"messages": USER, "tools": "get_weather"}, "tools", "array"),
@@ -173,7 +176,7 @@ def test_invalid_fields(http: httpx.Client, body: dict[str, Any], param: str, wo
     "body",
     [
         {"messages": USER, "model": None, "stream": None, "temperature": None, "stop": None},
-        {"messages": USER, "stop": "x", "max_tokens": 5, "temperature": 1},
+        {"messages": USER, "stop": "x", "max_tokens": 5, "temperature": 1, "n": 1},
         {"messages": USER, "stop": ["x", "y"], "tool_choice": {"type": "function",
                                                                "function": {"name": "f"}}},
         {"messages": [{"role": "developer", "content": "d"}, {"role": "function", "name": "f",

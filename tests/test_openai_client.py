@@ -382,6 +382,17 @@ def test_request_fields_reach_agent(serve: Any) -> None:
     assert req.raw_request is not None and req.raw_request.method == "POST"
 
 
+def test_n_above_one_is_bad_request(serve: Any) -> None:
+    """OpenAI answers ``n=2`` with two choices; one run has one answer, so it is a clear 400."""
+    with serve(AgentRunServer(lambda r: "ok")) as base:
+        oai = client(base)
+        with pytest.raises(openai.BadRequestError) as info:
+            oai.chat.completions.create(model="m", messages=USER, n=2)
+        single = oai.chat.completions.create(model="m", messages=USER, n=1)
+    assert info.value.param == "n"
+    assert [c.message.content for c in single.choices] == ["ok"]
+
+
 # -- failures ----------------------------------------------------------------------------------
 
 

@@ -51,6 +51,15 @@ def _stop(param: str, value: Any) -> str | list[str] | None:
     invalid(param, f"'{param}' must be a string, an array of strings or null.")
 
 
+def _choices(param: str, value: Any) -> int | None:
+    """``n``: a run gives one answer, so ``n > 1`` (one choice each, in OpenAI's API) is a 400,
+    not a response whose ``choices[1]`` a client would find missing."""
+    n = integer(param, value)
+    if n is not None and n != 1:
+        invalid(param, f"'{param}' must be 1: the agent gives one answer a request, not {n}.")
+    return n
+
+
 def _tools(param: str, value: Any) -> list[Tool] | None:
     return _parse_tools(array(param, value))
 
@@ -75,7 +84,7 @@ _FIELDS: dict[str, tuple[int, type | None, Callable[[str, Any], Any]]] = {
         ("model", str, string), ("stream", bool, boolean), ("tools", None, _tools),
         ("tool_choice", None, _tool_choice), ("temperature", float, number),
         ("top_p", float, number), ("max_tokens", int, integer), ("stop", None, _stop),
-        ("n", int, integer), ("user", str, string),
+        ("n", None, _choices), ("user", str, string),
     )
 }  # fmt: skip
 

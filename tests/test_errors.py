@@ -156,6 +156,8 @@ def test_form_content_type_with_json_body_accepted(http: httpx.Client) -> None:
         ({"messages": USER, "tools": [{"type": "function",
                                       "function": {"name": "f", "parameters": []}}]},
          "tools[0].function.parameters", "object"),
+        ({"messages": USER, "tools": [{"type": "custom", "custom": {}}]},
+         "tools[0].custom.name", "required"),
         ({"messages": USER, "tool_choice": 1}, "tool_choice", "string or an object"),
         ({"messages": USER, "stop": 1}, "stop", "string"),
         ({"messages": USER, "stop": ["a", 1]}, "stop", "string"),

@@ -358,6 +358,37 @@ def test_message_content_shapes(serve: Any) -> None:
     ]
 
 
+def test_custom_tools_and_custom_tool_calls(serve: Any) -> None:
+    """The client's tool union includes ``{"type": "custom", "custom": {...}}`` tools, and
+    assistant messages may hold custom calls (``custom: {name, input}``): both reach the agent."""
+    seen: list[AgentRequest] = []
+
+    def agent(request: AgentRequest) -> str:
+        seen.append(request)
+        return "ok"
+
+    tools = [*TOOLS, {"type": "custom",
+                      "custom": {"name": "run_sql", "description": "Runs SQL.",
+                                 "format": {"type": "text"}}}]  # fmt: skip
+    messages = [
+        *USER,
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": "c1", "type": "custom",
+                         "custom": {"name": "run_sql", "input": "SELECT 1"}}]},
+        {"role": "tool", "content": "1", "tool_call_id": "c1"},
+    ]  # fmt: skip
+    with serve(AgentRunServer(agent)) as base:
+        completion = client(base).chat.completions.create(
+            model="m", messages=messages, tools=tools  # type: ignore[arg-type]
+        )
+    assert completion.choices[0].message.content == "ok"
+    request = seen[0]
+    assert [(t.type, t.name, t.description) for t in request.tools or []] == [
+        ("function", "get_weather", "Weather in a city"), ("custom", "run_sql", "Runs SQL.")
+    ]
+    assert request.messages[1].tool_calls == [ToolCall("c1", "run_sql", "SELECT 1", "custom")]
+
+
 def test_request_fields_reach_agent(serve: Any) -> None:
     seen: list[AgentRequest] = []
 

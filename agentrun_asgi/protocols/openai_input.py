@@ -198,17 +198,21 @@ def _parse_tools(raw: list[Any] | None) -> list[Tool] | None:
         at = f"tools[{i}]"
         if not isinstance(item, dict):
             invalid(at, f"'{at}' must be an object, not {json_type(item)}.")
-        # OpenAI nests the definition in "function"; a flat {name, ...} is accepted too.
-        spec = opt_object(item, "function", f"{at}.function") or item
-        name = opt_str(spec, "name", f"{at}.function.name")
+        kind = opt_str(item, "type", f"{at}.type") or "function"
+        # OpenAI nests the definition under its type: "function", or "custom" for a free-form
+        # tool ({name, description?, format?}; its format has no Tool field and is left out).
+        # A flat {name, ...} is accepted too.
+        key = "custom" if kind == "custom" else "function"
+        spec = opt_object(item, key, f"{at}.{key}") or item
+        name = opt_str(spec, "name", f"{at}.{key}.name")
         if not name:
-            invalid(f"{at}.function.name", f"'{at}.function.name' is required.")
+            invalid(f"{at}.{key}.name", f"'{at}.{key}.name' is required.")
         tools.append(
             Tool(
                 name=name,
-                description=opt_str(spec, "description", f"{at}.function.description"),
-                parameters=opt_object(spec, "parameters", f"{at}.function.parameters"),
-                type=opt_str(item, "type", f"{at}.type") or "function",
+                description=opt_str(spec, "description", f"{at}.{key}.description"),
+                parameters=opt_object(spec, "parameters", f"{at}.{key}.parameters"),
+                type=kind,
             )
         )
     return tools

@@ -86,19 +86,24 @@ def message_content(raw: dict[str, Any], where: str) -> str | list[dict[str, Any
 
 def parse_tool_calls(raw: list[Any], where: str) -> list[ToolCall]:
     """A message's tool calls at ``where``: ``{id, function: {name, arguments}}`` items, the
-    same in OpenAI and AG-UI 1.0. Arguments sent as JSON rather than a string are kept as text."""
+    same in OpenAI and AG-UI 1.0. Arguments sent as JSON rather than a string are kept as text.
+
+    OpenAI's custom tool calls, ``{id, type: "custom", custom: {name, input}}``, keep their type
+    and carry ``input`` as the arguments."""
     calls = []
     for j, call in enumerate(raw):
         at = f"{where}[{j}]"
         if not isinstance(call, dict):
             invalid(at, f"'{at}' must be an object, not {json_type(call)}.")
-        function = opt_object(call, "function", f"{at}.function") or {}
-        arguments = function.get("arguments", "")
+        custom = call.get("type") == "custom"
+        key = "custom" if custom else "function"
+        function = opt_object(call, key, f"{at}.{key}") or {}
+        arguments = function.get("input" if custom else "arguments", "")
         if not isinstance(arguments, str):
             arguments = orjson.dumps(arguments).decode()
         calls.append(ToolCall(id=opt_str(call, "id", f"{at}.id") or "",
-                              name=opt_str(function, "name", f"{at}.function.name") or "",
-                              arguments=arguments))  # fmt: skip
+                              name=opt_str(function, "name", f"{at}.{key}.name") or "",
+                              arguments=arguments, type=key))  # fmt: skip
     return calls
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+#: On a failed or timed-out agent run: the official OpenAI clients retry any 5xx twice by
+#: default unless the server says not to with this (non-standard) header, and a retry runs the
+#: whole agent again, its tool calls and model calls included, after the same wait.
+NO_RETRY: list[tuple[bytes, bytes]] = [(b"x-should-retry", b"false")]
+
 
 class ProtocolError(Exception):
     """A request the server refuses, with the status and the fields of an OpenAI-style error body.

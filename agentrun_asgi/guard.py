@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .errors import ClientDisconnect, ProtocolError
+from .errors import NO_RETRY, ClientDisconnect, ProtocolError
 from .responses import send_error
 from .types import Endpoint, Send
 
@@ -153,7 +153,7 @@ class Run:
         if reason == TIMEOUT:
             return ProtocolError(
                 504, f"The agent did not finish within the request timeout of {self.timeout:g} s.",
-                code="timeout",
+                code="timeout", headers=NO_RETRY,
             )  # fmt: skip
         return shutting_down()
 

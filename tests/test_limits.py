@@ -150,6 +150,8 @@ def test_non_stream_timeout_is_504(serve: Any) -> None:
         r = httpx.post(base + "/v1/chat/completions", json=CHAT, timeout=10)
         assert r.status_code == 504
         assert_error_body(r.content, 504, "timeout")
+        # A retry would wait out the same deadline again: the OpenAI clients are told not to.
+        assert r.headers["x-should-retry"] == "false"
         assert slow.finalized.wait(2)
 
 

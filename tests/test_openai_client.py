@@ -449,6 +449,23 @@ def test_agent_exception_non_stream_is_500_with_message_only(serve: Any) -> None
     assert "Traceback" not in raw.text and "test_openai_client" not in raw.text
 
 
+def test_failed_run_is_not_retried_by_the_client(serve: Any) -> None:
+    """The client retries a 5xx twice by default; for a failed agent run that would run the
+    agent (and its side effects) three times, so the 500 says ``x-should-retry: false``."""
+    calls: list[AgentRequest] = []
+
+    def agent(request: AgentRequest) -> str:
+        calls.append(request)
+        raise SecretError("the model backend is down")
+
+    with serve(AgentRunServer(agent)) as base:
+        retrying = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=2, timeout=10)
+        with pytest.raises(openai.InternalServerError) as info:
+            retrying.chat.completions.create(model="m", messages=USER)
+    assert len(calls) == 1
+    assert info.value.response.headers["x-should-retry"] == "false"
+
+
 def test_agent_exception_stream_raises_in_client(serve: Any) -> None:
     async def agent(request: AgentRequest) -> AsyncIterator[str]:
         yield "partial "

@@ -323,8 +323,9 @@ def test_agent_failure(serve: Any) -> None:
         raise RuntimeError("the model is down")
 
     with serve(make_server(agent)) as base:
-        with pytest.raises(openai.InternalServerError, match="the model is down"):
+        with pytest.raises(openai.InternalServerError, match="the model is down") as info:
             client(base).responses.create(model="m", input="x")
+        assert info.value.response.headers["x-should-retry"] == "false"
         events = list(client(base).responses.create(model="m", input="x", stream=True))
     assert events[-1].type == "response.failed"
     assert events[-1].response.error.message == "the model is down"  # type: ignore[union-attr]

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import orjson
 
-from ..errors import ProtocolError
+from ..errors import NO_RETRY, ProtocolError
 from ..ids import new_id
 from ..invoker import aclose, expand
 from ..models import AgentEvent, EventType
@@ -353,6 +353,6 @@ class OpenAIProtocolHandler(ProtocolHandler):
             if items is not None:
                 await aclose(items)  # an iterator that failed may still hold resources
             message, code = error
-            await send_error(send, ProtocolError(500, message, code=code))
+            await send_error(send, ProtocolError(500, message, code=code, headers=NO_RETRY))
             return
         await send_bytes(send, 200, payload, JSON_HEADERS)

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import ProtocolError
+from ..errors import NO_RETRY, ProtocolError
 from ..ids import new_id
 from ..models import AgentEvent, EventType
 from ..requests import Request
@@ -463,6 +463,6 @@ class OpenAIResponsesProtocolHandler(ProtocolHandler):
             await events.aclose()
         if collector.error is not None:
             message, code = collector.error
-            await send_error(send, ProtocolError(500, message, code=code))
+            await send_error(send, ProtocolError(500, message, code=code, headers=NO_RETRY))
             return
         await send_bytes(send, 200, _dumps(collector.response(base)), JSON_HEADERS)

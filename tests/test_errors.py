@@ -128,6 +128,8 @@ def test_form_content_type_with_json_body_accepted(http: httpx.Client) -> None:
          "messages[0].tool_call_id", "string"),
         ({"messages": [{"role": "user", "content": "x", "name": 1}]}, "messages[0].name",
          "string"),
+        ({"messages": [{"role": "assistant", "function_call": "f"}]},
+         "messages[0].function_call", "object"),
         ({"messages": USER, "stream": "true"}, "stream", "boolean"),
         ({"messages": USER, "stream": 1}, "stream", "boolean"),
         ({"messages": USER, "model": 5}, "model", "string"),

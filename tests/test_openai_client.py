@@ -389,6 +389,27 @@ def test_custom_tools_and_custom_tool_calls(serve: Any) -> None:
     assert request.messages[1].tool_calls == [ToolCall("c1", "run_sql", "SELECT 1", "custom")]
 
 
+def test_legacy_function_call_message(serve: Any) -> None:
+    """An assistant turn in the deprecated ``functions`` style keeps its call for the agent."""
+    seen: list[AgentRequest] = []
+
+    def agent(request: AgentRequest) -> str:
+        seen.append(request)
+        return "ok"
+
+    messages = [
+        *USER,
+        {"role": "assistant", "content": None,
+         "function_call": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}},
+        {"role": "function", "name": "get_weather", "content": "sunny"},
+    ]  # fmt: skip
+    with serve(AgentRunServer(agent)) as base:
+        client(base).chat.completions.create(model="m", messages=messages)  # type: ignore[arg-type]
+    assistant, result = seen[0].messages[1:]
+    assert assistant.tool_calls == [ToolCall("", "get_weather", '{"city":"Oslo"}')]
+    assert (result.name, result.text) == ("get_weather", "sunny")
+
+
 def test_request_fields_reach_agent(serve: Any) -> None:
     seen: list[AgentRequest] = []
 

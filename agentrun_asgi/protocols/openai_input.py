@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from ..models import AgentRequest, Message, MessageRole, Tool, chat_request
+from ..models import AgentRequest, Message, MessageRole, Tool, ToolCall, chat_request
 from .validation import (
     array,
     boolean,
@@ -181,13 +181,29 @@ def _parse_message(raw: Any, i: int) -> Message:
     where = f"messages[{i}]"
     content = message_content(raw, where)
     calls = opt_list(raw, "tool_calls", f"{where}.tool_calls")
+    tool_calls = (_function_call(raw, where) if calls is None
+                  else parse_tool_calls(calls, f"{where}.tool_calls"))  # fmt: skip
     return Message(
         role=role,
         content=content,
         name=opt_str(raw, "name", f"{where}.name"),
-        tool_calls=None if calls is None else parse_tool_calls(calls, f"{where}.tool_calls"),
+        tool_calls=tool_calls,
         tool_call_id=opt_str(raw, "tool_call_id", f"{where}.tool_call_id"),
     )
+
+
+def _function_call(raw: dict[str, Any], where: str) -> list[ToolCall] | None:
+    """An assistant message's legacy ``function_call`` ({name, arguments}, deprecated for
+    ``tool_calls`` but still in the API), as one call with no id: the ``function`` message that
+    answers it names the function, not a call id."""
+    at = f"{where}.function_call"
+    call = opt_object(raw, "function_call", at)
+    if call is None:
+        return None
+    arguments = call.get("arguments", "")
+    if not isinstance(arguments, str):
+        arguments = orjson.dumps(arguments).decode()
+    return [ToolCall(id="", name=opt_str(call, "name", f"{at}.name") or "", arguments=arguments)]
 
 
 def _parse_tools(raw: list[Any] | None) -> list[Tool] | None:

@@ -73,6 +73,7 @@ def verify_order(events: list[dict[str, Any]]) -> None:
     reasoning_messages: set[str] = set()
     calls: set[str] = set()
     ended_calls: set[str] = set()
+    call_heads: dict[str, tuple[Any, Any]] = {}  # a reopened call must repeat its opener's
     for i, event in enumerate(events):
         kind = event["type"]
         where = f"event {i} {kind}"
@@ -114,6 +115,9 @@ def verify_order(events: list[dict[str, Any]]) -> None:
             assert not texts, f"{where}: text message not closed before a tool call"
             assert not reasoning_blocks, f"{where}: reasoning not closed before a tool call"
             assert event["toolCallId"] not in calls, f"{where}: tool call already open"
+            head = (event["toolCallName"], event.get("parentMessageId"))
+            opened = call_heads.setdefault(event["toolCallId"], head)
+            assert head == opened, f"{where}: reopened with {head}, opened as {opened}"
             calls.add(event["toolCallId"])
         elif kind == "TOOL_CALL_ARGS":
             assert event["toolCallId"] in calls, f"{where}: tool call not open"

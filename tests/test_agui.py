@@ -219,6 +219,22 @@ def test_streamed_tool_call_ends_at_run_end_and_on_text() -> None:
                                  "TOOL_CALL_END", "RUN_FINISHED"]  # fmt: skip
 
 
+def test_reopened_tool_call_repeats_its_name_and_parent() -> None:
+    """1.0: a reopening TOOL_CALL_START MUST agree with the call it reopens; the official
+    client otherwise renames the call (here to "") in its message history."""
+    events = encode_run([
+        "Searching. ",
+        E(T.TOOL_CALL_CHUNK, {"id": "a", "name": "search", "args_delta": '{"q":'}),
+        "Still searching. ",  # text in between ends the streamed call ...
+        E(T.TOOL_CALL_CHUNK, {"id": "a", "args_delta": '"x"}'}),  # ... which this reopens
+        E(T.TOOL_RESULT, {"id": "a", "result": "found"}),
+    ])  # fmt: skip
+    first, again = of_type(events, "TOOL_CALL_START")
+    assert first == again == {"type": "TOOL_CALL_START", "toolCallId": "a",
+                              "toolCallName": "search",
+                              "parentMessageId": events[1]["messageId"]}  # fmt: skip
+
+
 def test_result_for_unannounced_call_and_result_chunks() -> None:
     events = encode_run([
         E(T.TOOL_RESULT_CHUNK, {"id": "x", "delta": "part one, "}),

@@ -21,7 +21,8 @@ The encoder's state machine (h11-style: one state at a time; FINISHED is termina
 - TOOLS: one or more tool calls open (parallel calls). A ``TOOL_CALL`` is START/ARGS/END at
   once; a call streamed by ``TOOL_CALL_CHUNK`` stays open until it is done: a ``TOOL_CALL`` or
   a result for its id, text or reasoning (the model has moved on), or the end of the run. The
-  state is IDLE again when no call is left open. A chunk for a call already ended starts it anew.
+  state is IDLE again when no call is left open. A chunk for a call already ended starts it anew,
+  with the name and parent of its first START (1.0: a reopening start must agree with it).
 - A result for a call never announced gets its START/END made up first; result chunks are
   buffered and prepended to the result (flushed as a result of their own at the end of the run).
 - FINISHED: ``RUN_FINISHED`` or ``RUN_ERROR`` sent; every later item encodes to ``b""``.
@@ -135,7 +136,9 @@ class AGUIStreamEncoder:
         self._reasoning_id = ""
         self._reasoning_content = self._reasoning_end = b""
         self._calls: dict[str, bytes] = {}  # open tool call id -> its '"toolCallId":...' bytes
-        self._seen_calls: set[str] = set()
+        # call id -> (toolCallName, parentMessageId) of its first START: a reopened call repeats
+        # them (1.0: a reopening start MUST agree with the call it reopens).
+        self._seen_calls: dict[str, tuple[str, str | None]] = {}
         self._last_call: str | None = None
         self._parent: str | None = None  # the text message that tool calls now follow
         self._result_parts: dict[str, list[str]] = {}
@@ -355,11 +358,10 @@ class AGUIStreamEncoder:
         fragment = self._calls.get(call_id)
         if fragment is None:
             fragment = self._calls[call_id] = b'"toolCallId":' + _dumps(call_id)
-            self._seen_calls.add(call_id)
-            start = {"type": "TOOL_CALL_START", "toolCallId": call_id,
-                     "toolCallName": str(name or "")}  # fmt: skip
-            if self._parent is not None:
-                start["parentMessageId"] = self._parent
+            head = self._seen_calls.setdefault(call_id, (str(name or ""), self._parent))
+            start = {"type": "TOOL_CALL_START", "toolCallId": call_id, "toolCallName": head[0]}
+            if head[1] is not None:
+                start["parentMessageId"] = head[1]
             out += _frame(start, addition)
             addition = None
         self._last_call = call_id
@@ -389,7 +391,7 @@ class AGUIStreamEncoder:
         out = self._close_call(call_id)
         if call_id not in self._seen_calls:
             # A result for a call never announced: make up its START/END (PROTOCOLS.md).
-            self._seen_calls.add(call_id)
+            self._seen_calls[call_id] = (str(name or ""), None)
             fragment = _dumps({"type": "TOOL_CALL_START", "toolCallId": call_id,
                                "toolCallName": str(name or "")})  # fmt: skip
             out += b"data: " + fragment + b'\n\ndata: {"type":"TOOL_CALL_END","toolCallId":' \

@@ -694,9 +694,12 @@ def test_usage_and_result_over_http(serve: Any) -> None:
         ({"tools": [{"name": 3}]}, "tools[0].name"),
         ({"context": "ctx"}, "context"),
         ({"context": ["ctx"]}, "context[0]"),
+        ({"context": [{"description": "tz", "value": {"zone": "UTC"}}]}, "context[0].value"),
+        ({"context": [{"description": 1, "value": "UTC"}]}, "context[0].description"),
         ({"resume": {"interruptId": "i"}}, "resume"),
         ({"resume": [{"interruptId": 1, "status": "resolved"}]}, "resume[0].interruptId"),
         ({"resume": ["i"]}, "resume[0]"),
+        ({"resume": [{"interruptId": "i", "status": "approved"}]}, "resume[0].status"),
     ],
 )  # fmt: skip
 def test_bad_input_is_a_json_error_before_any_stream(

@@ -1,7 +1,8 @@
 """AG-UI 1.0 input: ``RunAgentInput`` parsed from the raw body and checked by hand.
 
 Lenient as the AgentRun SDK is (PROTOCOLS.md): missing ids are generated, unknown fields go
-to ``extra``; only wrong types and unknown roles are refused, with a 400 naming the field.
+to ``extra``; only wrong types, unknown roles and unknown resume statuses are refused, with
+a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _ROLES = {
 # accepted and left out of ``AgentRequest.messages`` (the raw body still has them).
 _UI_ROLES = frozenset(("reasoning", "activity"))
 _ROLE_NAMES = ", ".join((*_ROLES, *sorted(_UI_ROLES)))
+_RESUME_STATUSES = frozenset(("resolved", "cancelled"))
 _KNOWN_FIELDS = frozenset(
     ("threadId", "runId", "parentRunId", "state", "messages", "tools", "context",
      "forwardedProps", "resume", "protocolVersion")
@@ -48,11 +50,7 @@ def parse_run_input(data: dict[str, Any]) -> AgentRequest:
     resume = opt_list(data, "resume")
     context = opt_list(data, "context")
     if context is not None:
-        for i, item in enumerate(context):
-            if not isinstance(item, dict):
-                invalid(
-                    f"context[{i}]", f"'context[{i}]' must be an object, not {json_type(item)}."
-                )
+        _check_context(context)
     return AgentRequest(
         protocol="agui",
         messages=[m for i, raw in enumerate(messages) if (m := _parse_message(raw, i)) is not None],
@@ -111,12 +109,30 @@ def _parse_tools(raw: list[Any] | None) -> list[Tool] | None:
     return tools
 
 
+def _check_context(raw: list[Any]) -> None:
+    """Context entries are ``{description, value}`` strings (1.0 ``Context``): an agent puts
+    them in its prompt as text, so an object there is refused, not passed on."""
+    for i, item in enumerate(raw):
+        at = f"context[{i}]"
+        if not isinstance(item, dict):
+            invalid(at, f"'{at}' must be an object, not {json_type(item)}.")
+        opt_str(item, "description", f"{at}.description")
+        opt_str(item, "value", f"{at}.value")
+
+
 def _parse_resume(raw: list[Any]) -> list[dict[str, Any]]:
-    """Resume entries as sent (``{interruptId, status, payload?}``), type-checked."""
+    """Resume entries as sent (``{interruptId, status, payload?}``), type-checked.
+
+    ``status`` is one of the 1.0 schema's two values: an agent that tests for "resolved" would
+    otherwise read a misspelt answer ("approved") as an abandoned interrupt.
+    """
     for i, item in enumerate(raw):
         at = f"resume[{i}]"
         if not isinstance(item, dict):
             invalid(at, f"'{at}' must be an object, not {json_type(item)}.")
         opt_str(item, "interruptId", f"{at}.interruptId")
-        opt_str(item, "status", f"{at}.status")
+        status = opt_str(item, "status", f"{at}.status")
+        if status is not None and status not in _RESUME_STATUSES:
+            got = _dumps(status).decode()
+            invalid(f"{at}.status", f"'{at}.status' must be resolved or cancelled; got {got}.")
     return raw

@@ -411,6 +411,10 @@ def test_fast_path_matches_event_path() -> None:
         E(T.TEXT, {"delta": "x"}, addition={"bad": object()}),
         E(T.CUSTOM, {"name": "n", "value": object()}),
         E(T.STATE, {"snapshot": {1, 2}}),
+        # 1.0 clients kill the run on a STATE_DELTA whose delta is not an RFC 6902 list
+        E(T.STATE, {"delta": {"op": "replace", "path": "/a", "value": 1}}),
+        E(T.STATE, {"delta": [{"op": "replace", "value": 1}]}),
+        E(T.STATE, {"delta": [{"op": "merge", "path": "/a"}]}),
         E(T.HITL, {"id": "h", "schema": {"x": object()}}),
         E(T.TEXT, {"delta": "", "result": object()}),  # fails later, in close()
     ],

@@ -109,6 +109,25 @@ def _token_usage(usage: Any) -> list[dict[str, Any]] | None:
     return [entry] if entry else None
 
 
+_PATCH_OPS = frozenset(("add", "remove", "replace", "move", "copy", "test"))
+
+
+def _json_patch(delta: Any) -> list[Any]:
+    """``delta`` if it is an RFC 6902 patch: a list of ``{op, path, ...}`` operations.
+
+    A 1.0 client that meets anything else fails the whole run with a schema error of its own;
+    raising here makes the agent's mistake a ``RUN_ERROR`` that says what was wrong instead.
+    """
+    if type(delta) is list and all(
+        type(op) is dict and op.get("op") in _PATCH_OPS and type(op.get("path")) is str
+        for op in delta
+    ):
+        return delta
+    raise TypeError(
+        "a STATE delta must be a JSON Patch (RFC 6902): a list of {op, path, ...} operations"
+    )
+
+
 class AGUIStreamEncoder:
     """Sans-IO encoder of one AG-UI run: items in, SSE frames out (state machine above).
 
@@ -315,7 +334,7 @@ class AGUIStreamEncoder:
             if "snapshot" in data:
                 payload = {"type": "STATE_SNAPSHOT", "snapshot": data["snapshot"]}
             elif "delta" in data:
-                payload = {"type": "STATE_DELTA", "delta": data["delta"]}  # RFC 6902 patch list
+                payload = {"type": "STATE_DELTA", "delta": _json_patch(data["delta"])}
             else:
                 payload = {"type": "STATE_SNAPSHOT", "snapshot": data}
             frame = _frame(payload, ev.addition)

@@ -165,6 +165,25 @@ class _Resume:
                     return stop.value
 
 
+async def _unwind(step: Any, exc: BaseException) -> None:
+    """End an ``__anext__()`` step that was left paused when the write before it failed.
+
+    While the agent waits inside the step its generator counts as running, so it cannot be
+    closed (``aclose()`` raises "already running") and its ``finally`` would never run. The
+    failure is thrown in where the agent waits: a stop as itself, a failed send as the
+    ``GeneratorExit`` that closing gives; the agent's cleanup is driven to its end here.
+    """
+    thrown = GeneratorExit() if isinstance(exc, Exception) else exc
+    with anyio.CancelScope(shield=True):
+        try:
+            await _Resume(step, step.throw(thrown))
+        except (StopIteration, StopAsyncIteration):
+            pass  # the agent took the exception and returned (or ended): the run is over anyway
+        except (Exception, GeneratorExit, anyio.get_cancelled_exc_class()) as unwound:
+            if unwound is not thrown:
+                logger.warning("the agent failed while it was being closed", exc_info=unwound)
+
+
 async def _pump(send: Send, items: AsyncIterator[Any], encoder: StreamEncoder) -> None:
     """Encode items as they come and write them, coalescing the frames that are ready together.
 
@@ -198,8 +217,12 @@ async def _pump(send: Send, items: AsyncIterator[Any], encoder: StreamEncoder) -
                     size = 0
                     try:  # _write, in line: this runs once per token of a slow agent
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    except Exception as exc:
-                        raise _SendFailed from exc
+                    except BaseException as exc:  # a failed send, or a stop while it waited
+                        if step_send is not None:
+                            await _unwind(step, exc)
+                        if isinstance(exc, Exception):
+                            raise _SendFailed from exc
+                        raise
                 try:
                     item = await (step if step_send is None else _Resume(step, yielded))
                 except StopAsyncIteration:

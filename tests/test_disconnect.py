@@ -9,11 +9,13 @@ left behind: asyncio tasks on the server's loop, worker threads still inside the
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
@@ -232,3 +234,44 @@ def test_sync_generator_closed_in_its_thread_right_after_next_returns() -> None:
     assert wait_for(lambda: "close_thread" in record)
     assert record["released"]
     assert record["close_thread"] is record["step_thread"]
+
+
+@pytest.mark.parametrize("stop", ["disconnect", "timeout"])
+def test_run_stopped_while_its_write_waits_on_a_slow_reader(serve: Any, stop: str) -> None:
+    """The agent is paused mid-step while its frames wait on flow control; a stop there still
+    closes it (its ``finally`` runs) and, unless the client left, ends the stream with a frame."""
+    probe = Probe()
+
+    async def agent(request: AgentRequest) -> AsyncIterator[str]:
+        probe.started.set()
+        try:
+            while True:  # faster than the client reads: the server's writes back up
+                yield "x" * 60_000
+                await anyio.sleep(0)
+        finally:
+            await anyio.sleep(0.01)  # async cleanup (closing a model client, say)
+            probe.done()
+
+    timeout = 0.5 if stop == "timeout" else None
+    server = AgentRunServer(agent, request_timeout=timeout)
+    with serve(server) as base:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect((urlsplit(base).hostname, urlsplit(base).port))
+        send_json(sock, "/v1/chat/completions", {**CHAT, "stream": True})
+        read_until(sock, b"xxxx")
+        time.sleep(1.0)  # reads nothing: the writes wait, and the deadline passes
+        if stop == "disconnect":
+            sock.close()
+        else:
+            tail = b""
+            while b"0\r\n\r\n" not in tail[-64:]:
+                chunk = sock.recv(1 << 20)
+                assert chunk, "connection closed before the end of the stream"
+                tail = (tail + chunk)[-4096:]
+            assert b'"code":"timeout"' in tail
+            sock.close()
+        assert probe.finalized.wait(5), "the agent's finally never ran"
+        assert wait_for(lambda: not server.lifecycle.runs)
+        assert httpx.get(base + "/health").status_code == 200

@@ -100,7 +100,8 @@ class Run:
                 pass
         except Exception as exc:  # the server's receive failed: the connection is gone
             logger.debug("receive failed while watching for a disconnect: %r", exc)
-        self.stop(DISCONNECT)
+        if not self.request.complete:  # after the response, uvicorn says so to every receive
+            self.stop(DISCONNECT)
 
     def stop(self, reason: str) -> None:
         """Stop the run now, once: later reasons only refine why (a disconnect trumps)."""

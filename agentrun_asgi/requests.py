@@ -138,8 +138,8 @@ class Request:
     """The request an endpoint serves: scope and receive, read lazily, body capped in size."""
 
     __slots__ = (
-        "_body", "_content_length", "_headers", "_query_params", "max_body_size", "receive",
-        "run", "scope", "started",
+        "_body", "_content_length", "_headers", "_query_params", "complete", "max_body_size",
+        "receive", "run", "scope", "started",
     )  # fmt: skip
 
     def __init__(
@@ -156,6 +156,9 @@ class Request:
         self._content_length = content_length
         #: The response head went out (set by ``run_stream``; the guard answers errors by it).
         self.started = False
+        #: The response's last byte went out (set by ``run_stream``): from then on uvicorn
+        #: answers ``receive()`` with ``http.disconnect``, which no longer means the client left.
+        self.complete = False
         #: The guard's record of this request's run, made only when one is needed.
         self.run: Run | None = None
         self._body: bytes | None = None

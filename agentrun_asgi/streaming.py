@@ -89,6 +89,7 @@ async def run_stream(
                 return
         items = events  # type: ignore[assignment]
         await _pump(send, items, encoder)  # type: ignore[arg-type]
+        request.complete = True  # before closing the agent, which may await its cleanup
     except anyio.get_cancelled_exc_class():
         with anyio.CancelScope(shield=True):
             if items is not None:

@@ -275,3 +275,38 @@ def test_run_stopped_while_its_write_waits_on_a_slow_reader(serve: Any, stop: st
         assert probe.finalized.wait(5), "the agent's finally never ran"
         assert wait_for(lambda: not server.lifecycle.runs)
         assert httpx.get(base + "/health").status_code == 200
+
+
+@pytest.mark.parametrize("end", ["hitl", "error"])
+def test_agent_cleanup_after_an_early_end_is_not_taken_for_a_disconnect(
+    serve: Any, end: str
+) -> None:
+    """A run that ends the stream itself (an interrupt, an error event) is closed once the last
+    frame is out; uvicorn then answers ``receive()`` with ``http.disconnect`` although the
+    client is still there, which must not cancel the agent's cleanup."""
+    from agentrun_asgi import AgentEvent, EventType
+
+    record: dict[str, str] = {}
+
+    async def agent(request: AgentRequest) -> AsyncIterator[Any]:
+        try:
+            await anyio.sleep(0.1)  # long enough for a disconnect watcher
+            if end == "hitl":
+                yield AgentEvent(EventType.HITL, {"id": "h1", "type": "approval", "prompt": "ok?"})
+            else:
+                yield AgentEvent(EventType.ERROR, {"message": "bad input"})
+            yield "never sent"
+        finally:
+            try:
+                await anyio.sleep(0.05)  # async cleanup: save the thread, close a client...
+                record["cleanup"] = "complete"
+            except BaseException as exc:
+                record["cleanup"] = type(exc).__name__
+                raise
+
+    with serve(AgentRunServer(agent)) as base:
+        response = httpx.post(base + "/ag-ui/agent", json=AGUI)
+        assert response.status_code == 200
+        assert ("RUN_FINISHED" if end == "hitl" else "RUN_ERROR") in response.text
+        assert wait_for(lambda: "cleanup" in record)
+        assert record["cleanup"] == "complete"

@@ -14,6 +14,7 @@ The encoder is sans-IO (it turns items into bytes); this module owns the I/O aro
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Generator
 from typing import Any, Protocol
@@ -88,7 +89,7 @@ async def run_stream(
                 await _send_last(send, encoder.error(error_message(exc)))
                 return
         items = events  # type: ignore[assignment]
-        await _pump(send, items, encoder)  # type: ignore[arg-type]
+        await _pump(send, items, encoder, request)  # type: ignore[arg-type]
         request.complete = True  # before closing the agent, which may await its cleanup
     except anyio.get_cancelled_exc_class():
         with anyio.CancelScope(shield=True):
@@ -185,7 +186,9 @@ async def _unwind(step: Any, exc: BaseException) -> None:
                 logger.warning("the agent failed while it was being closed", exc_info=unwound)
 
 
-async def _pump(send: Send, items: AsyncIterator[Any], encoder: StreamEncoder) -> None:
+async def _pump(
+    send: Send, items: AsyncIterator[Any], encoder: StreamEncoder, request: Request
+) -> None:
     """Encode items as they come and write them, coalescing the frames that are ready together.
 
     Each ``__anext__()`` is first stepped by hand: if the agent has its next item ready, the
@@ -193,6 +196,9 @@ async def _pump(send: Send, items: AsyncIterator[Any], encoder: StreamEncoder) -
     suspends (awaits its model, sleeps) is the pending chunk written, before waiting. So no
     frame ever waits for another, and a burst of ready items costs one ``send``, not one each.
     Each frame stays a separate SSE event; ``MAX_CHUNK`` bounds a burst.
+
+    The guard stops a run with one ``Task.cancel()``, which an agent can swallow and go on
+    yielding; an item that comes back from a wait after the stop ends the stream there.
     """
     encode = encoder.encode
     anext_ = type(items).__anext__
@@ -228,6 +234,11 @@ async def _pump(send: Send, items: AsyncIterator[Any], encoder: StreamEncoder) -
                     item = await (step if step_send is None else _Resume(step, yielded))
                 except StopAsyncIteration:
                     break
+                run = request.run
+                if run is not None and run.reason is not None and run.task is not None:
+                    # Stopped, yet the agent took the cancellation and went on (on asyncio
+                    # only: an anyio cancel scope cancels again at every wait).
+                    raise asyncio.CancelledError
             kind = type(item)
             try:
                 if kind is str or kind is AgentEvent:

@@ -310,3 +310,42 @@ def test_agent_cleanup_after_an_early_end_is_not_taken_for_a_disconnect(
         assert ("RUN_FINISHED" if end == "hitl" else "RUN_ERROR") in response.text
         assert wait_for(lambda: "cleanup" in record)
         assert record["cleanup"] == "complete"
+
+
+@pytest.mark.parametrize("stop", ["disconnect", "timeout"])
+def test_stream_stops_even_if_the_agent_swallows_its_cancellation(serve: Any, stop: str) -> None:
+    """Some agent code takes the ``CancelledError`` and goes on yielding (a bare ``except``, a
+    library that retries): the stream still stops there, instead of producing for nobody or
+    past its deadline, and the agent is closed."""
+    probe = Probe()
+    produced = [0]
+
+    async def agent(request: AgentRequest) -> AsyncIterator[str]:
+        probe.started.set()
+        try:
+            for _ in range(1000):  # bounded, so that a failure ends in 10 s, not never
+                try:
+                    await asyncio.sleep(0.01)
+                except asyncio.CancelledError:
+                    pass
+                produced[0] += 1
+                yield "tick "
+        finally:
+            probe.done()
+
+    timeout = 0.3 if stop == "timeout" else None
+    server = AgentRunServer(agent, request_timeout=timeout)
+    with serve(server) as base:
+        sock = connect(base)
+        send_json(sock, "/v1/chat/completions", {**CHAT, "stream": True})
+        if stop == "disconnect":
+            read_until(sock, b"tick")
+            time.sleep(0.1)  # the watcher is on
+            sock.close()
+        else:
+            body = read_until(sock, b"0\r\n\r\n")
+            assert b'"code":"timeout"' in body
+            sock.close()
+        assert probe.finalized.wait(5), "the agent went on after its run was stopped"
+        assert produced[0] < 500
+        assert wait_for(lambda: not server.lifecycle.runs)

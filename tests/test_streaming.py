@@ -15,9 +15,12 @@ import pytest
 
 from agentrun_asgi import AgentRequest, AgentRunServer
 from agentrun_asgi.protocols.openai import ChatStreamEncoder
+from agentrun_asgi.requests import Request
 from agentrun_asgi.streaming import MAX_CHUNK, _pump
 
 USER = [{"role": "user", "content": "hi"}]
+#: The request ``_pump`` checks for a stopped run (none here); its body is never read.
+REQUEST = Request({"type": "http", "headers": []}, receive=None)  # type: ignore[arg-type]
 
 
 def _frames(body: bytes) -> list[bytes]:
@@ -30,7 +33,8 @@ async def _pump_into(items: AsyncIterator[Any]) -> list[bytes]:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message["body"])
 
-    await _pump(send, items, ChatStreamEncoder("chatcmpl-x", 0, "m", False))  # type: ignore[arg-type]
+    encoder = ChatStreamEncoder("chatcmpl-x", 0, "m", False)
+    await _pump(send, items, encoder, REQUEST)  # type: ignore[arg-type]
     return sent
 
 
@@ -60,7 +64,8 @@ async def test_pending_frames_go_out_before_the_agent_waits() -> None:
         await anyio.sleep(0.01)
         yield "c "
 
-    await _pump(send, agent(), ChatStreamEncoder("chatcmpl-x", 0, "m", False))  # type: ignore[arg-type]
+    encoder = ChatStreamEncoder("chatcmpl-x", 0, "m", False)
+    await _pump(send, agent(), encoder, REQUEST)  # type: ignore[arg-type]
     # "a" and "b" were written (one chunk) before the agent slept, "c" and the end after it.
     assert len(sent) == 2 and len(_frames(sent[0])) == 2
 

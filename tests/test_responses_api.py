@@ -331,6 +331,17 @@ def test_agent_failure(serve: Any) -> None:
     assert events[-1].response.error.message == "the model is down"  # type: ignore[union-attr]
 
 
+def test_unsendable_item_is_a_clear_500(serve: Any) -> None:
+    async def agent(request: AgentRequest) -> AsyncIterator[AgentEvent]:
+        yield AgentEvent(EventType.TEXT, {"delta": "x", "usage": {"input_tokens": {1, 2}}})
+
+    with serve(make_server(agent)) as base:
+        r = httpx.post(f"{base}/v1/responses", json={"model": "m", "input": "x"})
+    assert r.status_code == 500
+    assert "cannot be sent" in r.json()["error"]["message"]
+    assert r.headers["x-should-retry"] == "false"
+
+
 def test_routes_do_not_collide_with_chat() -> None:
     server = make_server(rich_agent)
     paths = {(r.path, tuple(r.methods)) for r in server.routes}

@@ -461,8 +461,14 @@ class OpenAIResponsesProtocolHandler(ProtocolHandler):
             collector.error = (error_message(exc), None)
         finally:
             await events.aclose()
+        payload = b""
+        if collector.error is None:
+            try:
+                payload = _dumps(collector.response(base))
+            except TypeError as exc:  # orjson refuses what it cannot represent (a set...)
+                collector.error = (f"the agent emitted an item that cannot be sent: {exc}", None)
         if collector.error is not None:
             message, code = collector.error
             await send_error(send, ProtocolError(500, message, code=code, headers=NO_RETRY))
             return
-        await send_bytes(send, 200, _dumps(collector.response(base)), JSON_HEADERS)
+        await send_bytes(send, 200, payload, JSON_HEADERS)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ from agentrun_asgi import (
 from agentrun_asgi.types import Send
 
 SECRET = "s3cr3t-internal-detail"
+_BLOCKED, _UNBLOCK = threading.Event(), threading.Event()
 
 
 def _faulty(request: AgentRequest) -> Any:
@@ -57,7 +57,8 @@ def _faulty(request: AgentRequest) -> Any:
     if mode == "object_data":
         return [AgentEvent(EventType.CUSTOM, {"name": "n", "value": threading.Lock()})]
     if mode == "block":
-        time.sleep(0.6)
+        _BLOCKED.set()
+        _UNBLOCK.wait(5)  # a sync agent stuck in a call, until the test lets it go
         return "slow but fine"
     if mode.startswith("gen"):
         return gen()
@@ -187,12 +188,16 @@ def test_unserialisable_event_message_is_clear(base_url: str) -> None:
 def test_blocking_agent_does_not_block_others(base_url: str) -> None:
     results: list[httpx.Response] = []
     blocker = threading.Thread(target=lambda: results.append(chat(base_url, "block")))
+    _BLOCKED.clear()
+    _UNBLOCK.clear()
     blocker.start()
-    time.sleep(0.1)
-    started = time.monotonic()
-    for _ in range(5):
-        assert_still_serving(base_url)
-    assert time.monotonic() - started < 0.6  # served while the blocker's thread sleeps
+    try:
+        assert _BLOCKED.wait(5)  # the agent's thread is stuck now
+        for _ in range(5):
+            assert_still_serving(base_url)
+        assert blocker.is_alive() and not results  # served while the agent's thread is stuck
+    finally:
+        _UNBLOCK.set()
     blocker.join(5)
     assert results[0].json()["choices"][0]["message"]["content"] == "slow but fine"
 

@@ -16,6 +16,7 @@ the pool when the agent's code lets go of it.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import threading
@@ -52,12 +53,17 @@ class _SyncStepper:
     ``generator.close()`` cannot interrupt a ``next()`` running in another thread (it raises
     "generator already executing"), so a close asked for during a step is left to that step,
     which performs it in its own thread right after ``next()`` returns.
+
+    Every step and the close run in one context, copied from the request's when the stepper is
+    made: a worker thread gets a fresh copy per call, which would lose what a step sets (a
+    tracing span entered before a ``yield``) and fail the token reset in the ``finally``.
     """
 
-    __slots__ = ("busy", "closing", "iterator", "lock")
+    __slots__ = ("busy", "closing", "context", "iterator", "lock")
 
     def __init__(self, iterator: Iterator[Any]) -> None:
         self.iterator = iterator
+        self.context = contextvars.copy_context()
         self.lock = threading.Lock()
         self.busy = False
         self.closing = False
@@ -70,7 +76,7 @@ class _SyncStepper:
         close_now = False
         try:
             # StopIteration cannot cross a thread boundary through a future: a sentinel does.
-            return next(self.iterator)
+            return self.context.run(next, self.iterator)
         except StopIteration:
             return _DONE
         finally:
@@ -90,7 +96,7 @@ class _SyncStepper:
     def _close(self) -> None:
         close = getattr(self.iterator, "close", None)
         if close is not None:
-            close()
+            self.context.run(close)
 
 
 def _from_dict(value: dict[str, Any]) -> AgentResponse:

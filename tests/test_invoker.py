@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import json
 import threading
@@ -286,6 +287,44 @@ async def test_async_generator_closed_on_aclose() -> None:
     assert await stream.__anext__() == "x"
     await stream.aclose()
     assert finalized == [True]
+
+
+_tracing: contextvars.ContextVar[str] = contextvars.ContextVar("tracing", default="none")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("closed_early", [False, True])
+async def test_sync_generator_keeps_its_context_across_steps(closed_early: bool) -> None:
+    """Each ``next()`` runs in a worker thread, but in one context for the generator's life, as
+    a generator iterated in one thread would: a span (or any context variable) set before a
+    ``yield`` is current after it, and its token resets in the ``finally``."""
+    seen: list[str] = []
+    reset: list[str] = []
+
+    def gen(request: AgentRequest) -> Iterator[str]:
+        token = _tracing.set("span-1")  # as tracer.start_as_current_span() does
+        try:
+            yield "a"
+            seen.append(_tracing.get())
+            yield "b"
+            seen.append(_tracing.get())
+        finally:
+            try:
+                _tracing.reset(token)
+                reset.append("ok")
+            except ValueError as exc:  # "was created in a different Context"
+                reset.append(str(exc))
+
+    stream = Invoker(gen).stream(AgentRequest())
+    if closed_early:
+        assert await stream.__anext__() == "a"
+        assert await stream.__anext__() == "b"
+        await stream.aclose()
+    else:
+        assert [item async for item in stream] == ["a", "b"]
+    assert seen == ["span-1"] * (1 if closed_early else 2)
+    assert reset == ["ok"]
+    assert _tracing.get() == "none"  # nothing leaked into the caller's context
 
 
 def test_not_callable_rejected() -> None:

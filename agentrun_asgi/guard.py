@@ -26,8 +26,9 @@ flight, starts a disconnect watcher for each request that was already there at t
 sweep and has its body read; it looks only at the requests that arrived since, so its cost
 does not grow with the streams held open, and a quick request never gets a watcher (a
 disconnect is seen within two periods; uvicorn remembers it, so none is missed). Under another
-event loop (trio) an anyio cancel scope does the stopping and there is no watcher: a failing
-``send`` still stops a stream.
+event loop (trio) an anyio cancel scope does the stopping, and each request has a watcher task
+of its own beside the endpoint: hypercorn drops a ``send`` to a gone client without an error,
+so without one a run there would go on for nobody until its deadline, or forever.
 """
 
 from __future__ import annotations
@@ -92,6 +93,12 @@ class Run:
         task = self.task
         if task is not None and self.watcher is None and not task.done():
             self.watcher = task.get_loop().create_task(self._watch())
+
+    async def watch_anyio(self) -> None:
+        """Other event loops: watch once the body is read (looked at each ``WATCH_DELAY``)."""
+        while not self.request.body_read:
+            await anyio.sleep(WATCH_DELAY)
+        await self._watch()
 
     async def _watch(self) -> None:
         receive = self.request.receive
@@ -263,7 +270,18 @@ class Lifecycle:
 
 
 async def run_anyio(run: Run, endpoint: Endpoint, send: Send) -> tuple[bool, Exception | None]:
-    """Other event loops: the endpoint under an anyio cancel scope; (finished, error)."""
+    """Other event loops: the endpoint under an anyio cancel scope, its disconnect watcher
+    beside it; (finished, error)."""
+    async with anyio.create_task_group() as watcher:
+        watcher.start_soon(run.watch_anyio)
+        try:
+            outcome = await _run_scoped(run, endpoint, send)
+        finally:
+            watcher.cancel_scope.cancel()
+    return outcome
+
+
+async def _run_scoped(run: Run, endpoint: Endpoint, send: Send) -> tuple[bool, Exception | None]:
     with anyio.CancelScope() as cancel_scope:
         run.scope = cancel_scope
         if run.timeout is not None:

@@ -20,9 +20,13 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.to_thread
 import httpx
+import orjson
 import pytest
+from apps.process import free_port, server_process
+from asgi_driver import call
 from rawhttp import connect, read_until, send_json
 
+import agentrun_asgi.dispatch as dispatch
 from agentrun_asgi import AgentRequest, AgentRunServer
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
@@ -349,3 +353,46 @@ def test_stream_stops_even_if_the_agent_swallows_its_cancellation(serve: Any, st
         assert probe.finalized.wait(5), "the agent went on after its run was stopped"
         assert produced[0] < 500
         assert wait_for(lambda: not server.lifecycle.runs)
+
+
+# -- other event loops (trio): the anyio path of the guard ---------------------------------------
+
+
+def test_disconnect_stops_a_silent_agent_on_the_anyio_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an asyncio task the guard runs the endpoint under an anyio cancel scope (forced
+    here on asyncio by hiding the task); a client that leaves must still stop the agent."""
+    monkeypatch.setattr(dispatch, "_task_of", lambda loop: None)
+    probe = Probe()
+    server = AgentRunServer(make_agent("async_fn", probe))
+
+    async def main() -> None:
+        gone = asyncio.Event()
+        body = orjson.dumps({**CHAT, "stream": True})
+        pending = asyncio.ensure_future(
+            call(server, "POST", "/v1/chat/completions", body, disconnect=gone)
+        )
+        await asyncio.to_thread(probe.started.wait, 5)
+        gone.set()
+        await asyncio.wait_for(pending, 5)
+
+    asyncio.run(main())
+    assert probe.finalized.is_set()
+    assert not server.lifecycle.runs
+
+
+def test_disconnect_cancels_agent_under_hypercorn_trio(tmp_path: Any) -> None:
+    """hypercorn's trio worker drops a ``send`` to a gone client without an error, so only a
+    watcher on ``receive`` can see the client leave."""
+    pytest.importorskip("trio")
+    pytest.importorskip("hypercorn")
+    mark = tmp_path / "mark"
+    port = free_port()
+    args = ["-m", "hypercorn", "tests.apps.silent_app:app", "--worker-class", "trio",
+            "--bind", f"127.0.0.1:{port}", "--log-level", "warning"]  # fmt: skip
+    with server_process(args, port, env={"AGENTRUN_TEST_MARK": str(mark)}) as proc:
+        sock = connect(proc.base_url)
+        send_json(sock, "/v1/chat/completions", {**CHAT, "stream": True})
+        read_until(sock, b"tick")
+        sock.close()
+        finalized = wait_for(lambda: mark.exists() and "finally" in mark.read_text(), 5)
+        assert finalized, f"the agent's finally never ran:\n{proc.output()}"

@@ -375,8 +375,19 @@ class AgentRunServer:
         log_level: str = "info",
         **uvicorn_kwargs: Any,
     ) -> None:
-        """Serve with uvicorn until interrupted; extra keyword arguments go to uvicorn's Config."""
+        """Serve with uvicorn until interrupted; extra keyword arguments go to uvicorn's Config.
+
+        As ``uvicorn.run`` does, Ctrl+C ends it without a traceback, and ``workers`` or
+        ``reload``, which need the app as an import string, are refused, not silently ignored.
+        """
         from uvicorn.config import LOGGING_CONFIG
+
+        if uvicorn_kwargs.get("reload") or (uvicorn_kwargs.get("workers") or 1) > 1:
+            raise ValueError(
+                "start() serves this object in this process; 'workers' and 'reload' need the"
+                " app as an import string: run `uvicorn package.module:server --workers N`"
+                " (or `agentrun-asgi serve package.module:function --workers N`)"
+            )
 
         if "log_config" not in uvicorn_kwargs:
             config: dict[str, Any] = {
@@ -395,7 +406,10 @@ class AgentRunServer:
                 handler["filters"] = ["request_id"]
             uvicorn_kwargs["log_config"] = config
         server = self.uvicorn_server(host=host, port=port, log_level=log_level, **uvicorn_kwargs)
-        server.run()
+        try:
+            server.run()
+        except KeyboardInterrupt:
+            pass  # uvicorn shut down already, then raised the signal again for its caller
 
     def as_fastapi_app(self, **fastapi_kwargs: Any) -> FastAPI:
         """A FastAPI app that forwards every request to this server (FastAPI imported here)."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from apps.process import ROOT, free_port, server_process
 
+from agentrun_asgi import AgentRunServer
 from agentrun_asgi.cli import build_parser, describe
 from agentrun_asgi.loader import default_app
 
@@ -123,3 +126,30 @@ def test_describe_for_a_wildcard_host(monkeypatch: pytest.MonkeyPatch) -> None:
     text = describe(default_app(), "0.0.0.0", 8123)
     assert "http://127.0.0.1:8123/v1/chat/completions" in text
     assert build_parser().parse_args(["serve"]).port == 9000
+
+
+def test_ctrl_c_stops_the_server_cleanly() -> None:
+    """As ``uvicorn`` does: Ctrl+C shuts down and exits 0, with no KeyboardInterrupt traceback."""
+    port = free_port()
+    with server_process(["-m", "agentrun_asgi", "serve", TARGET, "--port", str(port)],
+                        port) as proc:  # fmt: skip
+        proc.proc.send_signal(signal.SIGINT)
+        code = proc.proc.wait(15)
+        output = proc.output()
+    assert "Application shutdown complete" in output
+    assert "Traceback" not in output, output
+    assert code == 0
+
+
+@pytest.mark.parametrize("option", [{"workers": 2}, {"reload": True}])
+def test_start_refuses_what_needs_an_import_string(
+    option: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``start()`` serves this object in this process: uvicorn would silently run one worker
+    and never reload, so it says how to get them instead."""
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)  # never serve
+    server = AgentRunServer(lambda request: "ok")
+    with pytest.raises(ValueError, match="import string"):
+        server.start(host="127.0.0.1", port=free_port(), **option)

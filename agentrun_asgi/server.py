@@ -66,6 +66,17 @@ _HEALTH_BODY = b'{"status":"ok"}'
 Lifespan = Callable[["AgentRunServer"], AbstractAsyncContextManager[Any]]
 
 
+def _str_list(option: str, value: Sequence[str]) -> list[str]:
+    """``value`` as a list, refusing a bare string (a ``Sequence[str]`` too, to type checkers).
+
+    ``api_keys="sk-..."`` would otherwise make every character of the key a key of its own.
+    """
+    if isinstance(value, (str, bytes)):
+        # Not echoed: it may be a secret.
+        raise TypeError(f"{option} takes a list of strings, such as [value], not a single string")
+    return list(value)
+
+
 class AgentRunServer:
     """Serves one agent function over every configured protocol at once.
 
@@ -155,7 +166,12 @@ class AgentRunServer:
         if request_timeout is not None and request_timeout <= 0:
             raise ValueError(f"request_timeout must be positive, got {request_timeout!r}")
         self.lifecycle = Lifecycle(shutdown_grace, request_timeout)
-        self.api_keys = list(api_keys if api_keys is not None else api_keys_from_env())
+        self.api_keys = list(
+            api_keys_from_env() if api_keys is None else _str_list("api_keys", api_keys)
+        )
+        cors_origins = None if cors_origins is None else _str_list("cors_origins", cors_origins)
+        if cors_allow_headers is not None:
+            cors_allow_headers = _str_list("cors_allow_headers", cors_allow_headers)
 
         routes: list[Route] = []
         if health_path:

@@ -117,6 +117,19 @@ def test_keys_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
                CHAT).status == 200  # fmt: skip
 
 
+@pytest.mark.parametrize("option", ["api_keys", "cors_origins", "cors_allow_headers"])
+def test_a_single_string_is_refused(no_env_keys: None, option: str) -> None:
+    """``api_keys="sk-..."`` is a ``Sequence[str]`` too: taken as is, each character of the key
+    would be a key of its own, and ``Bearer s`` would get in."""
+    with pytest.raises(TypeError, match=option) as info:
+        AgentRunServer(agent, **{option: KEY})
+    assert KEY not in str(info.value)
+    from agentrun_asgi.middleware import APIKeyMiddleware
+
+    with pytest.raises(TypeError):
+        APIKeyMiddleware(AgentRunServer(agent), KEY)
+
+
 def test_preflight_not_blocked_by_auth(no_env_keys: None) -> None:
     server = AgentRunServer(agent, api_keys=[KEY], cors_origins=[ORIGIN])
     r = run(server, "OPTIONS", "/v1/chat/completions", origin=ORIGIN,

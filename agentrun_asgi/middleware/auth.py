@@ -52,6 +52,8 @@ class APIKeyMiddleware:
     __slots__ = ("_compare", "app", "keys", "open_paths")
 
     def __init__(self, app: ASGIApp, keys: Sequence[str], open_paths: Iterable[str] = ()) -> None:
+        if isinstance(keys, (str, bytes)):  # each character would be a key
+            raise TypeError("APIKeyMiddleware takes a list of keys, not a single string")
         if not keys or not all(keys):
             raise ValueError("APIKeyMiddleware needs at least one non-empty key")
         import hmac  # here, not at import: hashlib's OpenSSL load slows every server's start

@@ -217,10 +217,12 @@ class AgentRunServer:
             layers.append(partial(MetricsMiddleware, metrics=self.metrics, router=self.router))
         if cors_origins:
             methods = sorted({m for route in self.routes for m in route.methods})
+            # Readable by a page's script: the OpenAI JS client reads x-should-retry, and
+            # without it retries a failed run (the agent's tool calls included) twice.
+            exposed = ("x-request-id", "x-should-retry") if request_id else ("x-should-retry",)
             layers.append(partial(
                 CORSMiddleware, origins=cors_origins, methods=methods,
-                allow_headers=cors_allow_headers, max_age=cors_max_age,
-                expose_headers=("x-request-id",) if request_id else (),
+                allow_headers=cors_allow_headers, max_age=cors_max_age, expose_headers=exposed,
             ))  # fmt: skip
         if self.api_keys:
             open_paths = [health_path] if health_path else []

@@ -209,11 +209,26 @@ def test_actual_response_marked_for_allowed_origin_only() -> None:
     assert r.status == 200
     assert r.header("access-control-allow-origin") == ORIGIN
     assert r.header("vary") == "Origin"
-    assert r.header("access-control-expose-headers") == "x-request-id"
+    assert r.header("access-control-expose-headers") == "x-request-id, x-should-retry"
     other = run(server, "POST", "/v1/chat/completions", CHAT, origin="https://evil.example.com")
     assert other.status == 200 and other.header("access-control-allow-origin") is None
     plain = run(server, "POST", "/v1/chat/completions", CHAT)
     assert plain.header("access-control-allow-origin") is None
+
+
+def test_failed_run_tells_a_browser_client_not_to_retry() -> None:
+    """The OpenAI JS client reads ``x-should-retry`` to skip its two retries of a 5xx; in a
+    browser it sees only safelisted and exposed headers, so the header must be exposed."""
+
+    def failing(request: AgentRequest) -> str:
+        raise RuntimeError("boom")
+
+    for request_id in (True, False):
+        server = AgentRunServer(failing, cors_origins=[ORIGIN], request_id=request_id)
+        r = run(server, "POST", "/v1/chat/completions", CHAT, origin=ORIGIN)
+        assert r.status == 500 and r.header("x-should-retry") == "false"
+        exposed = r.header("access-control-expose-headers") or ""
+        assert "x-should-retry" in {h.strip() for h in exposed.split(",")}
 
 
 def test_any_origin() -> None:

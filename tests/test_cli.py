@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,37 @@ def test_serve_with_workers_uses_the_env_var() -> None:
             .json()["choices"][0]["message"]["content"] for _ in range(4)
         }  # fmt: skip
     assert answers == {"Hello from agent_app: hi"}
+
+
+@pytest.mark.parametrize("mode", [["--workers", "2"], ["--reload"]])
+def test_stop_with_workers_or_reload_does_not_wait_for_endless_streams(mode: list[str]) -> None:
+    """A stop (SIGTERM, as a deploy sends) ends the server within shutdown_grace + 5 s even
+    while a stream is running; it used to wait for the stream forever."""
+    port = free_port()
+    with server_process(["-m", "agentrun_asgi", "serve", "tests.apps.agent_app:endless",
+                         "--port", str(port), *mode, "--log-level", "warning"],
+                        port) as proc:  # fmt: skip
+        first = threading.Event()
+
+        def read_stream() -> None:
+            body = {**USER, "stream": True}
+            try:
+                with httpx.stream("POST", proc.base_url + "/v1/chat/completions", json=body,
+                                  timeout=90) as r:  # fmt: skip
+                    for _ in r.iter_lines():
+                        first.set()
+            except httpx.HTTPError:
+                pass  # cut at the stop: what this test allows
+
+        reader = threading.Thread(target=read_stream, daemon=True)
+        reader.start()
+        assert first.wait(30)
+        proc.proc.send_signal(signal.SIGTERM)  # the supervisor only
+        try:
+            proc.proc.wait(45)  # grace 0.5 s + 5 s, and ample room for a slow machine
+        except subprocess.TimeoutExpired:
+            pytest.fail("the server was still running 45 s after SIGTERM")
+        reader.join(10)
 
 
 def test_console_script() -> None:

@@ -6,6 +6,7 @@ and a tool call, over Chat Completions, AG-UI and the Responses API.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -41,3 +42,14 @@ app = AgentRunServer(
     invoke_agent,
     protocols=[OpenAIProtocolHandler(), AGUIProtocolHandler(), OpenAIResponsesProtocolHandler()],
 )
+
+
+async def endless_agent(request: AgentRequest) -> AsyncIterator[str]:
+    """Streams until cancelled: what a stop of the server must not wait for."""
+    while True:
+        yield "tick "
+        await asyncio.sleep(0.1)
+
+
+#: ``tests.apps.agent_app:endless``: an endless stream, and a short grace to stop it in.
+endless = AgentRunServer(endless_agent, shutdown_grace=0.5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -31,15 +31,25 @@ def build_fastapi_app(server: AgentRunServer, **fastapi_kwargs: Any) -> FastAPI:
     ``/openapi.json`` and ``/docs`` stay FastAPI's, and list the server's routes.
     """
 
+    # A ``lifespan`` of the caller's runs inside the server's, never instead of it: the server's
+    # hooks, its own lifespan and its shutdown grace must run either way.
+    inner: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = fastapi_kwargs.pop(
+        "lifespan", None
+    )
+
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
         await server.startup()
         try:
-            yield
+            if inner is None:
+                yield None
+            else:
+                async with inner(app) as state:
+                    yield state
         finally:
             await server.shutdown()
 
-    fastapi_kwargs.setdefault("lifespan", lifespan)
+    fastapi_kwargs["lifespan"] = lifespan
     fastapi_kwargs.setdefault("title", "agentrun-asgi")
     app = FastAPI(**fastapi_kwargs)
     app.mount("/", server)

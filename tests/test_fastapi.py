@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -65,6 +66,25 @@ def test_as_fastapi_app_runs_lifespan_hooks(serve: Any) -> None:
         assert r.headers["content-type"].startswith("text/event-stream")
         assert r.text.endswith("data: [DONE]\n\n")
     assert log == ["start", "stop"]
+
+
+def test_as_fastapi_app_keeps_the_servers_lifespan_beside_the_callers(serve: Any) -> None:
+    """``as_fastapi_app(lifespan=...)`` is FastAPI's own keyword: it used to replace the server's
+    startup and shutdown (hooks, lifespan, grace) instead of running inside them."""
+    log: list[str] = []
+    server = AgentRunServer(_agent, on_startup=[lambda: log.append("start")],
+                            on_shutdown=[lambda: log.append("stop")])  # fmt: skip
+
+    @asynccontextmanager
+    async def mine(app: FastAPI) -> AsyncIterator[dict[str, str]]:
+        log.append("mine in")
+        yield {"pool": "ready"}
+        log.append("mine out")
+
+    with serve(server.as_fastapi_app(lifespan=mine), lifespan="on") as base:
+        assert log == ["start", "mine in"]
+        assert httpx.get(base + "/health").json() == {"status": "ok"}
+    assert log == ["start", "mine in", "mine out", "stop"]
 
 
 def test_uvicorn_root_path(serve: Any) -> None:

@@ -160,8 +160,21 @@ _SAMPLING = {
     "user": {"type": "string"},
 }  # fmt: skip
 
+def _page_file(summary: str, content_type: str) -> dict[str, Any]:
+    """A playground file: not JSON, so not the generic route's JSON answer."""
+    return {"tag": "playground", "summary": summary, "description": "Part of the built-in "
+            "chat page (see the playground's own URL); 304 on a matching If-None-Match.",
+            "responses": {"200": {"description": summary,
+                                  "content": {content_type: {"schema": {"type": "string"}}}},
+                          "304": {"description": "Not modified"}}}  # fmt: skip
+
+
 #: Descriptions of the built-in routes, by ``Route.name``.
 _KNOWN: dict[str, dict[str, Any]] = {
+    "playground.page": _page_file("The playground page", "text/html"),
+    "playground.app.js": _page_file("The playground's script", "text/javascript"),
+    "playground.app.css": _page_file("The playground's style sheet", "text/css"),
+    "playground.icon.svg": _page_file("The playground's icon", "image/svg+xml"),
     "openai.chat_completions": {
         "tag": "OpenAI", "summary": "Create a chat completion",
         "description": "OpenAI Chat Completions: a `chat.completion` JSON object, or with "

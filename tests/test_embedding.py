@@ -150,6 +150,17 @@ def test_as_fastapi_app_streams_and_documents_routes(serve: Any) -> None:
     assert "/v1/chat/completions" in mounted_schema["paths"]
 
 
+def test_openapi_documents_the_playground_files_as_what_they_are() -> None:
+    """They were listed as routes answering JSON (schemathesis: undocumented Content-Type)."""
+    paths = full_server().as_fastapi_app().openapi()["paths"]
+    expected = {"/playground": "text/html", "/playground/app.js": "text/javascript",
+                "/playground/app.css": "text/css", "/playground/icon.svg": "image/svg+xml"}
+    for path, content_type in expected.items():
+        operation = paths[path]["get"]
+        assert list(operation["responses"]["200"]["content"]) == [content_type], path
+        assert operation["tags"] == ["playground"] and "requestBody" not in operation
+
+
 def test_openapi_for_custom_routes() -> None:
     """A route of a custom protocol gets a generic entry and its path parameters."""
     from agentrun_asgi import ProtocolHandler

@@ -160,6 +160,7 @@ _SAMPLING = {
     "user": {"type": "string"},
 }  # fmt: skip
 
+
 def _page_file(summary: str, content_type: str) -> dict[str, Any]:
     """A playground file: not JSON, so not the generic route's JSON answer."""
     return {"tag": "playground", "summary": summary, "description": "Part of the built-in "

@@ -133,7 +133,7 @@ SEQUENCE = ["a", EV, "b"]
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
-    "func, expected",
+    "agent, expected",  # not "func": anyio's pytest plugin before 4.13 takes that name
     [
         (ret_str, ["s"]),
         (ret_str_async, ["s"]),
@@ -157,8 +157,8 @@ SEQUENCE = ["a", EV, "b"]
     ],
     ids=lambda v: getattr(v, "__name__", type(v).__name__) if callable(v) else "",
 )
-async def test_return_shapes(func: Any, expected: list[Any]) -> None:
-    assert await collect(func) == expected
+async def test_return_shapes(agent: Any, expected: list[Any]) -> None:
+    assert await collect(agent) == expected
 
 
 @pytest.mark.anyio

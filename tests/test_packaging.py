@@ -57,7 +57,7 @@ def _source_files(folder: str) -> set[str]:
 def test_sdist_carries_what_its_tests_need(built: dict[str, set[str]]) -> None:
     """The tests import helpers beside them (conftest, apps/) and start the examples and the
     benchmark targets; setuptools alone ships only ``tests/test*.py``, which cannot run."""
-    needed = {"README.md", "pyproject.toml"}
+    needed = {"README.md", "pyproject.toml", "LICENSE"}
     for folder in ("agentrun_asgi", "tests", "examples", "benchmarks"):
         needed |= _source_files(folder)
     assert sorted(needed - built["sdist"]) == []
@@ -71,3 +71,9 @@ def test_wheel_carries_the_package_data(built: dict[str, set[str]]) -> None:
     needed.add("agentrun_asgi/py.typed")
     assert sorted(needed - built["wheel"]) == []
     assert not {name for name in built["wheel"] if name.startswith(("tests/", "benchmarks/"))}
+
+
+@pytest.mark.slow
+def test_wheel_carries_the_license(built: dict[str, set[str]]) -> None:
+    """Apache-2.0 asks that the license text go with every copy."""
+    assert "agentrun_asgi-0.1.0.dist-info/licenses/LICENSE" in built["wheel"]

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("target", nargs="?", help="the agent, as 'package.module:function'")
     serve.add_argument("--host", default="127.0.0.1",
-                       help="interface to bind (default: 127.0.0.1; 0.0.0.0 in a container)")
+                       help="interface to bind (default: 127.0.0.1, this machine only; "
+                            "pass 0.0.0.0 in a container)")
     serve.add_argument("--port", type=int, default=9000, help="port to bind (default: 9000)")
     serve.add_argument("--workers", type=int, default=1,
                        help="worker processes (default: 1)")

@@ -334,8 +334,9 @@ class ResponsesStreamEncoder:
             self._state = _IDLE
         item["status"] = "completed"
         out = self._event(
-            "response.function_call_arguments.done",
-            {"item_id": item["id"], "output_index": index, "arguments": item["arguments"]},
+            "response.function_call_arguments.done",  # "name": the openai 2.x types require it
+            {"item_id": item["id"], "output_index": index, "name": item["name"],
+             "arguments": item["arguments"]},
         )
         return out + self._event("response.output_item.done", {"output_index": index,
                                                                "item": item})  # fmt: skip

@@ -33,7 +33,7 @@ class MessageRole(str, Enum):
 class EventType(str, Enum):
     """What an agent can emit. A bare ``str`` yielded by an agent is ``TEXT``.
 
-    The data keys of each type (PROTOCOLS.md, "Event mapping"):
+    The data keys of each type (README, "Events"):
     TEXT/REASONING ``{delta}``; TOOL_CALL ``{id, name, args}``; TOOL_CALL_CHUNK
     ``{id, name?, args_delta}``; TOOL_RESULT ``{id, result}``; TOOL_RESULT_CHUNK ``{id, delta}``;
     STATE ``{snapshot}`` or ``{delta}``; CUSTOM ``{name, value}``; RAW ``{raw}``;

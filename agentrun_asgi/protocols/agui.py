@@ -1,8 +1,9 @@
 """AG-UI 1.0: ``POST {prefix}`` (default ``/ag-ui/agent``) runs the agent as one SSE event run.
 
-Wire format per the AG-UI 1.0 schema (``ag-ui-protocol`` 1.0, ``spec/1.0/schema.json``) and
-../shared/PROTOCOLS.md. Every run is ``RUN_STARTED``, content events, then exactly one of
-``RUN_FINISHED`` / ``RUN_ERROR``. Optional fields are left out, never sent as ``null``.
+Wire format per the AG-UI 1.0 schema (``ag-ui-protocol`` 1.0, ``spec/1.0/schema.json``); the
+event mapping is README's "Events" table. Every run is ``RUN_STARTED``, content events, then
+exactly one of ``RUN_FINISHED`` / ``RUN_ERROR``. Optional fields are left out, never sent as
+``null``.
 
 The encoder's state machine (h11-style: one state at a time; FINISHED is terminal)::
 
@@ -409,7 +410,8 @@ class AGUIStreamEncoder:
                      name: Any = None) -> bytes:  # fmt: skip
         out = self._close_call(call_id)
         if call_id not in self._seen_calls:
-            # A result for a call never announced: make up its START/END (PROTOCOLS.md).
+            # A result for a call never announced: make up its START/END, so that
+            # the result answers a call the client has seen.
             self._seen_calls[call_id] = (str(name or ""), None)
             fragment = _dumps({"type": "TOOL_CALL_START", "toolCallId": call_id,
                                "toolCallName": str(name or "")})  # fmt: skip

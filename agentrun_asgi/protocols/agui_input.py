@@ -1,6 +1,6 @@
 """AG-UI 1.0 input: ``RunAgentInput`` parsed from the raw body and checked by hand.
 
-Lenient as the AgentRun SDK is (PROTOCOLS.md): missing ids are generated, unknown fields go
+Lenient as the AgentRun SDK's server is: missing ids are generated, unknown fields go
 to ``extra``; only wrong types, unknown roles and unknown resume statuses are refused, with
 a 400 naming the field.
 """

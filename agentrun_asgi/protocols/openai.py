@@ -1,7 +1,7 @@
 """OpenAI Chat Completions: ``POST {prefix}/chat/completions``, ``GET {prefix}/models[/{model}]``.
 
 Wire format per the OpenAI API reference ("Create chat completion", "The chat completion chunk
-object"); ../shared/PROTOCOLS.md sums up the parts the official clients depend on.
+object").
 """
 
 from __future__ import annotations

@@ -71,11 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers > 1 or args.reload:
         import uvicorn
 
+        from .server import uvicorn_log_config
+
         # Each process builds the app from AGENTRUN_AGENT, which it inherits. uvicorn's
         # supervisors run a plain uvicorn.Server, which on a stop waits for every connection
         # without a limit (an endless stream kept a worker up): bound it as ``start()`` does.
         uvicorn.run("agentrun_asgi:app", host=args.host, port=args.port, workers=args.workers,
                     reload=args.reload, log_level=args.log_level,
+                    log_config=uvicorn_log_config(args.log_level),
                     timeout_graceful_shutdown=int(server.lifecycle.grace + 5))  # fmt: skip
     else:
         server.start(host=args.host, port=args.port, log_level=args.log_level)

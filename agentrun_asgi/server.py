@@ -77,6 +77,35 @@ def _str_list(option: str, value: Sequence[str]) -> list[str]:
     return list(value)
 
 
+def uvicorn_log_config(log_level: str) -> dict[str, Any]:
+    """uvicorn's logging config, with the server's logger and every line tagged with its request.
+
+    A dict, not loggers set up here: uvicorn applies it in each process it starts, so the
+    workers of ``--workers`` and ``--reload`` tag their lines too.
+    """
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = {
+        **LOGGING_CONFIG,
+        "loggers": dict(LOGGING_CONFIG["loggers"]),
+        "handlers": {k: dict(v) for k, v in LOGGING_CONFIG["handlers"].items()},
+        "formatters": {k: dict(v) for k, v in LOGGING_CONFIG["formatters"].items()},
+    }
+    config["loggers"]["agentrun_asgi"] = {
+        "handlers": ["default"], "level": log_level.upper(), "propagate": False,
+    }  # fmt: skip
+    config["filters"] = {
+        "request_id": {"()": "agentrun_asgi.middleware.request_id.RequestIdFilter"}
+    }
+    for handler in config["handlers"].values():
+        handler["filters"] = ["request_id"]
+    # uvicorn's access lines are built from their fields, not from the message the filter
+    # prefixes: the id goes into the format instead.
+    access = config["formatters"]["access"]
+    access["fmt"] = access["fmt"].replace("%(client_addr)s", "[%(request_id)s] %(client_addr)s")
+    return config
+
+
 class AgentRunServer:
     """Serves one agent function over every configured protocol at once.
 
@@ -398,8 +427,6 @@ class AgentRunServer:
         As ``uvicorn.run`` does, Ctrl+C ends it without a traceback, and ``workers`` or
         ``reload``, which need the app as an import string, are refused, not silently ignored.
         """
-        from uvicorn.config import LOGGING_CONFIG
-
         if uvicorn_kwargs.get("reload") or (uvicorn_kwargs.get("workers") or 1) > 1:
             raise ValueError(
                 "start() serves this object in this process; 'workers' and 'reload' need the"
@@ -408,21 +435,7 @@ class AgentRunServer:
             )
 
         if "log_config" not in uvicorn_kwargs:
-            config: dict[str, Any] = {
-                **LOGGING_CONFIG,
-                "loggers": dict(LOGGING_CONFIG["loggers"]),
-                "handlers": {k: dict(v) for k, v in LOGGING_CONFIG["handlers"].items()},
-            }
-            config["loggers"]["agentrun_asgi"] = {
-                "handlers": ["default"], "level": log_level.upper(), "propagate": False,
-            }  # fmt: skip
-            # Tag uvicorn's own lines (the access log) with the request id too.
-            config["filters"] = {
-                "request_id": {"()": "agentrun_asgi.middleware.request_id.RequestIdFilter"}
-            }
-            for handler in config["handlers"].values():
-                handler["filters"] = ["request_id"]
-            uvicorn_kwargs["log_config"] = config
+            uvicorn_kwargs["log_config"] = uvicorn_log_config(log_level)
         server = self.uvicorn_server(host=host, port=port, log_level=log_level, **uvicorn_kwargs)
         try:
             server.run()

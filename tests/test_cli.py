@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,25 @@ def test_serve_with_workers_uses_the_env_var() -> None:
             .json()["choices"][0]["message"]["content"] for _ in range(4)
         }  # fmt: skip
     assert answers == {"Hello from agent_app: hi"}
+
+
+@pytest.mark.parametrize("mode", [[], ["--workers", "2"]], ids=["one process", "workers"])
+def test_access_log_lines_carry_the_request_id(mode: list[str]) -> None:
+    """uvicorn's access line is built from its fields, not its message: the id must be in the
+    format, and in every worker's (uvicorn configures each from the dict it is given)."""
+    port = free_port()
+    with server_process(["-m", "agentrun_asgi", "serve", TARGET, "--port", str(port),
+                         "--log-level", "info", *mode], port) as proc:  # fmt: skip
+        r = httpx.post(proc.base_url + "/v1/chat/completions", json=USER,
+                       headers={"x-request-id": "trace-log-1"}, timeout=10)  # fmt: skip
+        assert r.headers["x-request-id"] == "trace-log-1"
+        deadline = time.monotonic() + 5  # a bound against a hang, not a timing check
+        while "[trace-log-1]" not in proc.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lines = [line for line in proc.output().splitlines() if "[trace-log-1]" in line]
+        assert any('"POST /v1/chat/completions HTTP/1.1" 200' in line for line in lines), (
+            proc.output()[-2000:]
+        )
 
 
 @pytest.mark.parametrize("mode", [["--workers", "2"], ["--reload"]])

@@ -59,6 +59,11 @@ def error_message(exc: BaseException) -> str:
     return text if text else type(exc).__name__
 
 
+def unsendable(exc: BaseException) -> str:
+    """The error for an item orjson refused (a set, an arbitrary object...)."""
+    return f"the agent emitted an item that cannot be sent: {error_message(exc)}"
+
+
 async def run_stream(
     request: Request,
     send: Send,
@@ -250,7 +255,7 @@ async def _pump(
             except Exception as exc:
                 # orjson refuses what it cannot represent (a set, an arbitrary object...).
                 raise _EncodeFailed(
-                    f"the agent emitted an item that cannot be sent: {error_message(exc)}"
+                    unsendable(exc)
                 ) from exc
             if data:
                 pending.append(data)

@@ -22,7 +22,7 @@ from ..models import AgentEvent, EventType
 from ..requests import Request
 from ..responses import JSON_HEADERS, send_bytes, send_error, sends_request_id
 from ..routing import Route
-from ..streaming import error_message, run_stream
+from ..streaming import error_message, run_stream, unsendable
 from ..types import Send
 from .base import ProtocolHandler
 from .openai_input import DEFAULT_MODEL, parse_chat_request
@@ -338,7 +338,7 @@ class OpenAIProtocolHandler(ProtocolHandler):
                 try:
                     payload = _dumps(body)
                 except TypeError as exc:
-                    error = (f"the agent emitted an item that cannot be sent: {exc}", None)
+                    error = (unsendable(exc), None)
                     raise
         except Exception as exc:
             logger.exception("agent failed")

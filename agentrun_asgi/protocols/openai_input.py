@@ -14,6 +14,7 @@ import orjson
 
 from ..models import AgentRequest, Message, MessageRole, Tool, ToolCall, chat_request
 from .validation import (
+    arguments_text,
     array,
     boolean,
     integer,
@@ -200,10 +201,8 @@ def _function_call(raw: dict[str, Any], where: str) -> list[ToolCall] | None:
     call = opt_object(raw, "function_call", at)
     if call is None:
         return None
-    arguments = call.get("arguments", "")
-    if not isinstance(arguments, str):
-        arguments = orjson.dumps(arguments).decode()
-    return [ToolCall(id="", name=opt_str(call, "name", f"{at}.name") or "", arguments=arguments)]
+    return [ToolCall(id="", name=opt_str(call, "name", f"{at}.name") or "",
+                     arguments=arguments_text(call.get("arguments", "")))]  # fmt: skip
 
 
 def _parse_tools(raw: list[Any] | None) -> list[Tool] | None:

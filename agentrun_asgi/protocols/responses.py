@@ -35,7 +35,7 @@ from ..models import AgentEvent, EventType
 from ..requests import Request
 from ..responses import JSON_HEADERS, send_bytes, send_error, sends_request_id
 from ..routing import Route
-from ..streaming import error_message, run_stream
+from ..streaming import error_message, run_stream, unsendable
 from ..types import Send
 from .base import ProtocolHandler
 from .openai import ZERO_USAGE
@@ -467,7 +467,7 @@ class OpenAIResponsesProtocolHandler(ProtocolHandler):
             try:
                 payload = _dumps(collector.response(base))
             except TypeError as exc:  # orjson refuses what it cannot represent (a set...)
-                collector.error = (f"the agent emitted an item that cannot be sent: {exc}", None)
+                collector.error = (unsendable(exc), None)
         if collector.error is not None:
             message, code = collector.error
             await send_error(send, ProtocolError(500, message, code=code, headers=NO_RETRY))

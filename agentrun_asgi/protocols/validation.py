@@ -98,13 +98,17 @@ def parse_tool_calls(raw: list[Any], where: str) -> list[ToolCall]:
         custom = call.get("type") == "custom"
         key = "custom" if custom else "function"
         function = opt_object(call, key, f"{at}.{key}") or {}
-        arguments = function.get("input" if custom else "arguments", "")
-        if not isinstance(arguments, str):
-            arguments = orjson.dumps(arguments).decode()
+        arguments = arguments_text(function.get("input" if custom else "arguments", ""))
         calls.append(ToolCall(id=opt_str(call, "id", f"{at}.id") or "",
                               name=opt_str(function, "name", f"{at}.{key}.name") or "",
                               arguments=arguments, type=key))  # fmt: skip
     return calls
+
+
+def arguments_text(arguments: Any) -> str:
+    """A call's arguments as the JSON text the wire has; sent as JSON rather than a string,
+    they are kept as that JSON's text."""
+    return arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()
 
 
 # Value checks: ``value`` (None allowed) of the named parameter, or a 400 naming it. The

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from .guard import end_body, stop_error
+from .guard import stop_error
 from .invoker import AgentOutputError, StreamItem, aclose, expand
 from .models import AgentEvent
 from .requests import Request
@@ -32,6 +32,9 @@ logger = logging.getLogger("agentrun_asgi")
 
 #: A burst of ready frames is written once it reaches this many bytes, without waiting for more.
 MAX_CHUNK = 64 * 1024
+#: Seconds the last frame of a stopped stream may wait on a client that reads nothing. The
+#: run is over by then; past this its task, buffers and place in shutdown's drain are let go.
+LAST_WRITE_TIMEOUT = 2.0
 
 class StreamEncoder(Protocol):
     """What a protocol's streaming encoder provides (see ``protocols/openai.py``)."""
@@ -129,12 +132,14 @@ async def _end_stopped(send: Send, encoder: StreamEncoder, request: Request) -> 
         return
     logger.warning("agent stream stopped: %s", stop.message)
     tail = encoder.error(stop.message, stop.code)
-    try:
-        if tail:
-            await send({"type": "http.response.body", "body": tail, "more_body": True})
-    except Exception as exc:
-        logger.debug("could not send the final frame: %r", exc)
-    await end_body(send)
+    with anyio.move_on_after(LAST_WRITE_TIMEOUT) as bound:
+        try:
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+        except Exception as exc:
+            logger.debug("could not send the final frame: %r", exc)
+    if bound.cancelled_caught:
+        # Returning with the body unfinished makes the ASGI server close the connection.
+        logger.warning("client read nothing for %g s; last frame dropped", LAST_WRITE_TIMEOUT)
 
 
 class _Resume:

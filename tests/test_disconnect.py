@@ -27,6 +27,7 @@ from asgi_driver import call
 from rawhttp import connect, read_until, send_json
 
 import agentrun_asgi.dispatch as dispatch
+import agentrun_asgi.streaming as streaming
 from agentrun_asgi import AgentRequest, AgentRunServer
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
@@ -278,6 +279,47 @@ def test_run_stopped_while_its_write_waits_on_a_slow_reader(serve: Any, stop: st
             sock.close()
         assert probe.finalized.wait(5), "the agent's finally never ran"
         assert wait_for(lambda: not server.lifecycle.runs)
+        assert httpx.get(base + "/health").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/ag-ui/agent"])
+def test_stopped_stream_to_a_client_that_never_reads_is_given_up(
+    serve: Any, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """The deadline stops a stream whose client stays connected but reads nothing: its error
+    frame can never be written. The run must still end, within a bound, and the connection be
+    closed; before, the shielded last write waited for ever, holding the request's task and
+    its buffers, and keeping shutdown's drain waiting for it."""
+    monkeypatch.setattr(streaming, "LAST_WRITE_TIMEOUT", 0.5)
+    probe = Probe()
+
+    async def agent(request: AgentRequest) -> AsyncIterator[str]:
+        probe.started.set()
+        try:
+            while True:
+                yield "x" * 60_000
+                await anyio.sleep(0)
+        finally:
+            probe.done()
+
+    server = AgentRunServer(agent, request_timeout=0.5)
+    with serve(server) as base:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect((urlsplit(base).hostname, urlsplit(base).port))
+        body = {**CHAT, "stream": True} if path.startswith("/v1") else AGUI
+        send_json(sock, path, body)
+        read_until(sock, b"xxxx")
+        try:
+            assert probe.finalized.wait(5), "the agent's finally never ran"
+            assert wait_for(lambda: not server.lifecycle.runs, timeout=5), "the run never ended"
+            # The server gave up on the connection: reading now drains it to its end.
+            sock.settimeout(5)
+            while sock.recv(1 << 20):
+                pass
+        finally:
+            sock.close()
         assert httpx.get(base + "/health").status_code == 200
 
 

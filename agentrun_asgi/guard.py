@@ -166,6 +166,20 @@ class Run:
         return shutting_down()
 
 
+def raise_if_stopped(request: Request) -> None:
+    """Before a whole (non-stream) answer goes out: re-raise a stop the agent swallowed.
+
+    The guard stops a run with one ``Task.cancel()``; agent code that takes the
+    ``CancelledError`` (a bare ``except``, a library that retries) and returns would otherwise
+    have its late answer sent as a 200. The guard then answers as for any stop: 504 past the
+    deadline, 503 at shutdown, nothing after a disconnect. (Under other event loops the anyio
+    cancel scope cancels again at the next wait, the send included.)
+    """
+    run = request.run
+    if run is not None and run.reason is not None and run.task is not None:
+        raise asyncio.CancelledError
+
+
 def stop_error(run: Run | None) -> ProtocolError | None:
     """Why a request's run was stopped. With no ``Run`` the guard did not stop it: the
     cancellation came from the ASGI server (uvicorn cancels requests when its

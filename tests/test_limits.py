@@ -155,6 +155,41 @@ def test_non_stream_timeout_is_504(serve: Any) -> None:
         assert slow.finalized.wait(2)
 
 
+@pytest.mark.parametrize("shape", ["function", "generator"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+def test_non_stream_timeout_is_504_even_if_the_agent_swallows_it(
+    serve: Any, path: str, shape: str
+) -> None:
+    """Agent code that takes the ``CancelledError`` (a bare ``except``, a retrying library) and
+    returns: its late answer must not go out as a 200 after the deadline."""
+    finished = threading.Event()
+
+    async def swallow() -> None:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            pass
+
+    async def function(request: AgentRequest) -> str:
+        await swallow()
+        finished.set()
+        return "late"
+
+    async def generator(request: AgentRequest) -> AsyncIterator[str]:
+        yield "early "
+        await swallow()
+        finished.set()
+        yield "late"
+
+    agent = function if shape == "function" else generator
+    body = CHAT if path.endswith("completions") else {"input": "hi"}
+    with serve(AgentRunServer(agent, request_timeout=0.3)) as base:
+        r = httpx.post(base + path, json=body, timeout=10)
+        assert finished.wait(5)
+        assert r.status_code == 504, r.text
+        assert r.json()["error"]["code"] == "timeout"
+
+
 def test_timeout_does_not_wait_for_a_blocked_thread(serve: Any) -> None:
     """A sync agent stuck in its thread: 504 at the deadline; other requests are served."""
     release = threading.Event()

@@ -16,6 +16,7 @@ import anyio
 import orjson
 
 from ..errors import NO_RETRY, ProtocolError
+from ..guard import raise_if_stopped
 from ..ids import new_id
 from ..invoker import aclose, expand
 from ..models import AgentEvent, EventType
@@ -326,6 +327,7 @@ class OpenAIProtocolHandler(ProtocolHandler):
             # The whole run in one comprehension; when it is all text (the usual case) one
             # join takes it, with no per-item work in Python and no collector.
             raw = [item async for item in items]
+            raise_if_stopped(request)
             try:
                 body = completion(completion_id, created, model,
                                   {"role": "assistant", "content": "".join(raw)})  # fmt: skip

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from ..errors import NO_RETRY, ProtocolError
+from ..guard import raise_if_stopped
 from ..ids import new_id
 from ..models import AgentEvent, EventType
 from ..requests import Request
@@ -462,6 +463,7 @@ class OpenAIResponsesProtocolHandler(ProtocolHandler):
             collector.error = (error_message(exc), None)
         finally:
             await events.aclose()
+        raise_if_stopped(request)
         payload = b""
         if collector.error is None:
             try:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from pydantic import BaseModel
 
 from agentrun_asgi import (
     AgentEvent,
@@ -22,6 +23,12 @@ from agentrun_asgi import (
 )
 
 USER = [{"role": "user", "content": "hi"}]
+
+
+class Weather(BaseModel):
+    """The arguments of a strict tool, for the client's parsing helpers."""
+
+    city: str
 
 
 def client(base_url: str) -> openai.OpenAI:
@@ -148,6 +155,28 @@ def test_stream_tool_call_chunks_accumulated_by_client_helper(serve: Any) -> Non
     tools = seen_tools[0]
     assert tools is not None and tools[0].name == "get_weather"
     assert tools[0].parameters["properties"]["city"] == {"type": "string"}
+
+
+def test_stream_tool_call_name_in_a_later_chunk(serve: Any) -> None:
+    """A call whose first TOOL_CALL_CHUNK has no name gets it from a later chunk, streamed or
+    not: the stream sends the name in the fragment that brings it."""
+
+    async def agent(request: AgentRequest) -> AsyncIterator[AgentEvent]:
+        yield AgentEvent(EventType.TOOL_CALL_CHUNK, {"id": "call_1", "args_delta": '{"city":'})
+        yield AgentEvent(EventType.TOOL_CALL_CHUNK,
+                         {"id": "call_1", "name": "Weather", "args_delta": '"Oslo"}'})
+
+    tools = [openai.pydantic_function_tool(Weather)]
+    with serve(AgentRunServer(agent)) as base:
+        oai = client(base)
+        with oai.chat.completions.stream(model="m", messages=USER, tools=tools) as stream:
+            done = [e for e in stream if e.type == "tool_calls.function.arguments.done"]
+            streamed = stream.get_final_completion().choices[0].message.tool_calls or []
+        whole = oai.chat.completions.create(model="m", messages=USER).choices[0].message
+    assert [(e.name, e.parsed_arguments) for e in done] == [("Weather", Weather(city="Oslo"))]
+    assert [(c.id, c.function.name, c.function.parsed_arguments) for c in streamed] == [
+        ("call_1", "Weather", Weather(city="Oslo"))]
+    assert [(c.id, c.function.name) for c in whole.tool_calls or []] == [("call_1", "Weather")]
 
 
 def test_stream_two_tool_calls_indexed(serve: Any) -> None:

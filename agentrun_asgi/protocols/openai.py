@@ -57,6 +57,7 @@ class ChatStreamEncoder:
         "_include_usage",
         "_open",
         "_tools",
+        "_unnamed",
         "done",
         "finish_reason",
         "usage",
@@ -75,6 +76,7 @@ class ChatStreamEncoder:
         # The first delta carries the role along with its content: no role-only chunk.
         self._first = True
         self._tools: dict[str, int] = {}
+        self._unnamed: set[str] | None = None  # calls opened before their name came
         self._include_usage = include_usage
         self.usage: dict[str, Any] | None = None
         self.finish_reason: str | None = None
@@ -142,15 +144,25 @@ class ChatStreamEncoder:
         call_id = str(call_id) if call_id else new_id("call_")
         index = self._tools.get(call_id)
         out = b""
+        function: dict[str, Any]
         if index is None:
             index = self._tools[call_id] = len(self._tools)
             start = {"index": index, "id": call_id, "type": "function",
                      "function": {"name": str(name or ""), "arguments": ""}}  # fmt: skip
             out = self._delta({"tool_calls": [start]}, addition)
             addition = None
+            if not name:
+                if self._unnamed is None:
+                    self._unnamed = set()
+                self._unnamed.add(call_id)
+        elif name and self._unnamed and call_id in self._unnamed:
+            # The name came after the call opened: the client appends it to the empty one.
+            self._unnamed.discard(call_id)
+            function = {"name": str(name), "arguments": args}
+            return self._delta({"tool_calls": [{"index": index, "function": function}]}, addition)
         if args:
-            fragment = {"index": index, "function": {"arguments": args}}
-            out += self._delta({"tool_calls": [fragment]}, addition)
+            function = {"arguments": args}
+            out += self._delta({"tool_calls": [{"index": index, "function": function}]}, addition)
         return out
 
     def close(self) -> bytes:

@@ -238,6 +238,30 @@ def test_non_stream_tool_calls(serve: Any) -> None:
     ]
 
 
+class GetTime(BaseModel):
+    """A tool with no parameters."""
+
+
+def test_tool_call_without_arguments_sends_an_empty_object(serve: Any) -> None:
+    """``ToolCall(id, name)`` (no arguments) is ``"{}"`` on the wire, as OpenAI sends for a
+    call with no parameters: ``json.loads`` and the client's parsing helpers read it ("" broke
+    both)."""
+
+    def agent(request: AgentRequest) -> AgentResponse:
+        return AgentResponse(tool_calls=[ToolCall("call_1", "GetTime")])
+
+    tools = [openai.pydantic_function_tool(GetTime)]
+    with serve(AgentRunServer(agent)) as base:
+        oai = client(base)
+        whole = oai.chat.completions.parse(model="m", messages=USER, tools=tools)
+        with oai.chat.completions.stream(model="m", messages=USER, tools=tools) as stream:
+            streamed = stream.get_final_completion()
+    for completion in (whole, streamed):
+        calls = completion.choices[0].message.tool_calls or []
+        assert [(c.function.name, c.function.arguments, c.function.parsed_arguments)
+                for c in calls] == [("GetTime", "{}", GetTime())]  # fmt: skip
+
+
 def test_non_stream_tool_call_chunks_merged(serve: Any) -> None:
     def agent(request: AgentRequest) -> Iterator[AgentEvent]:
         yield AgentEvent(EventType.TOOL_CALL_CHUNK, {"id": "c1", "name": "f", "args_delta": '{"a"'})

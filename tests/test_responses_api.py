@@ -27,6 +27,7 @@ from agentrun_asgi import (
     EventType,
     MessageRole,
     OpenAIProtocolHandler,
+    ToolCall,
 )
 from agentrun_asgi.protocols.responses import (
     OpenAIResponsesProtocolHandler,
@@ -251,6 +252,24 @@ def test_function_call_via_events(serve: Any) -> None:
     assert whole.tools[0].name == "get_weather"  # type: ignore[union-attr]
     tool = seen[0].tools[0]  # type: ignore[index]
     assert (tool.name, tool.type, tool.description) == ("get_weather", "function", "Weather now.")
+
+
+def test_function_call_without_arguments_is_an_empty_object(serve: Any) -> None:
+    """A call with no arguments is ``"{}"``, streamed or not (``""`` is not JSON)."""
+
+    def agent(request: AgentRequest) -> AgentResponse:
+        return AgentResponse(tool_calls=[ToolCall("call_t", "get_time")])
+
+    with serve(make_server(agent)) as base:
+        oai = client(base)
+        whole = oai.responses.create(model="m", input="time?")
+        with oai.responses.stream(model="m", input="time?") as stream:
+            deltas = [e.delta for e in stream if e.type == "response.function_call_arguments.delta"]
+            streamed = stream.get_final_response()
+    assert deltas == ["{}"]
+    for response in (whole, streamed):
+        assert [(item.type, item.call_id, item.arguments)  # type: ignore[union-attr]
+                for item in response.output] == [("function_call", "call_t", "{}")]  # fmt: skip
 
 
 def test_input_items_round_trip(serve: Any) -> None:

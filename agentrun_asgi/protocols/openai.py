@@ -122,7 +122,7 @@ class ChatStreamEncoder:
             return self._delta({"reasoning_content": delta}, ev.addition) if delta else b""
         if kind == EventType.TOOL_CALL:
             args = data.get("args", "")
-            return self._tool_call(data.get("id"), data.get("name"), args, ev.addition)
+            return self._tool_call(data.get("id"), data.get("name"), args, ev.addition, True)
         if kind == EventType.TOOL_CALL_CHUNK:
             return self._tool_call(data.get("id"), data.get("name"), data.get("args_delta", ""),
                                    ev.addition)  # fmt: skip
@@ -137,8 +137,9 @@ class ChatStreamEncoder:
         return b""
 
     def _tool_call(
-        self, call_id: Any, name: Any, args: Any, addition: dict[str, Any] | None
-    ) -> bytes:
+        self, call_id: Any, name: Any, args: Any, addition: dict[str, Any] | None,
+        whole: bool = False,
+    ) -> bytes:  # fmt: skip
         if not isinstance(args, str):
             args = _dumps(args).decode()
         call_id = str(call_id) if call_id else new_id("call_")
@@ -151,6 +152,8 @@ class ChatStreamEncoder:
                      "function": {"name": str(name or ""), "arguments": ""}}  # fmt: skip
             out = self._delta({"tool_calls": [start]}, addition)
             addition = None
+            if whole and not args:
+                args = "{}"  # a whole call with no arguments: OpenAI sends an empty object
             if not name:
                 if self._unnamed is None:
                     self._unnamed = set()
@@ -227,6 +230,8 @@ class ChatCompletionCollector:
             call_id = str(data.get("id") or new_id("call_"))
             call = self.tool_calls.get(call_id)
             if call is None:
+                if not args and kind == EventType.TOOL_CALL:
+                    args = "{}"  # a whole call with no arguments: OpenAI sends an empty object
                 call = self.tool_calls[call_id] = {
                     "id": call_id, "type": "function",
                     "function": {"name": str(data.get("name") or ""), "arguments": ""},

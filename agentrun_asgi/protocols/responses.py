@@ -192,6 +192,8 @@ class ResponseCollector:
             call_id = str(data.get("id") or _new_id("call_"))
             call = self._calls.get(call_id)
             if call is None:
+                if not args and kind == EventType.TOOL_CALL:
+                    args = "{}"  # a whole call with no arguments: OpenAI sends an empty object
                 call = self._calls[call_id] = _call_item(
                     _new_id("fc_"), call_id, str(data.get("name") or ""), ""
                 )
@@ -348,6 +350,8 @@ class ResponsesStreamEncoder:
         if entry is None:
             out = self._open_call(call_id, str(name or ""))
             entry = self._calls[call_id]
+            if whole and not args:
+                args = "{}"  # a whole call with no arguments: OpenAI sends an empty object
         elif name and not entry[0]["name"]:
             entry[0]["name"] = str(name)
         if args:

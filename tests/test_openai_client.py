@@ -326,6 +326,30 @@ def test_non_stream_usage_from_agent(serve: Any) -> None:
     assert completion.usage is not None and completion.usage.total_tokens == 8
 
 
+@pytest.mark.parametrize(
+    "usage",
+    [{"prompt_tokens": 3, "completion_tokens": 5}, {"input_tokens": 3, "output_tokens": 5}],
+)
+def test_usage_completed_to_the_chat_shape(serve: Any, usage: dict[str, int]) -> None:
+    """Usage without a total, or in the Responses shape (which that endpoint takes), still has
+    the three counts the client types as ints, streamed (include_usage) or not."""
+
+    def agent(request: AgentRequest) -> AgentResponse:
+        return AgentResponse(content="counted", usage=usage)
+
+    with serve(AgentRunServer(agent)) as base:
+        oai = client(base)
+        whole = oai.chat.completions.create(model="m", messages=USER).usage
+        with oai.chat.completions.stream(
+            model="m", messages=USER, stream_options={"include_usage": True}
+        ) as stream:
+            streamed = stream.get_final_completion().usage
+    for counted in (whole, streamed):
+        assert counted is not None
+        assert (counted.prompt_tokens, counted.completion_tokens, counted.total_tokens) == (
+            3, 5, 8)
+
+
 def test_models_list(serve: Any) -> None:
     with serve(AgentRunServer(lambda r: "x")) as base:
         models = list(client(base).models.list())

@@ -39,6 +39,24 @@ ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 # -- encoding ----------------------------------------------------------------------------------
 
 
+def chat_usage(usage: Any) -> Any:
+    """The agent's usage with the three counts Chat Completions has (the client types each as
+    an int): a missing total is the sum, and the Responses shape (``input_tokens``,
+    ``output_tokens``) is read too. Complete usage, or anything that is not a dict, is as is."""
+    if type(usage) is not dict or (
+        "prompt_tokens" in usage and "completion_tokens" in usage and "total_tokens" in usage
+    ):
+        return usage
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens")) or 0
+    completion = usage.get("completion_tokens", usage.get("output_tokens")) or 0
+    total = usage.get("total_tokens")
+    if total is None:
+        numbers = type(prompt) is int and type(completion) is int
+        total = prompt + completion if numbers else 0
+    return {**usage, "prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": total}  # fmt: skip
+
+
 def _error_object(message: str, code: str | None, type_: str = "server_error") -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
@@ -176,7 +194,7 @@ class ChatStreamEncoder:
              b',"usage":null' if self._include_usage else b"", b"}\n\n")
         )  # fmt: skip
         if self._include_usage:
-            usage = self.usage or ZERO_USAGE
+            usage = chat_usage(self.usage) if self.usage is not None else ZERO_USAGE
             out += b"".join((self._head, b',"choices":[],"usage":', _dumps(usage), b"}\n\n"))
         self.done = True
         return out + b"data: [DONE]\n\n"
@@ -251,7 +269,8 @@ class ChatCompletionCollector:
         if self.reasoning:
             message["reasoning_content"] = "".join(self.reasoning)
         reason = self.finish_reason or ("tool_calls" if self.tool_calls else "stop")
-        return completion(completion_id, created, model, message, reason, self.usage)
+        usage = chat_usage(self.usage) if self.usage is not None else None
+        return completion(completion_id, created, model, message, reason, usage)
 
 
 def completion(

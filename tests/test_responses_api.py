@@ -361,6 +361,24 @@ def test_unsendable_item_is_a_clear_500(serve: Any) -> None:
     assert r.headers["x-should-retry"] == "false"
 
 
+def test_content_filter_finish_is_incomplete(serve: Any) -> None:
+    """``finish_reason="content_filter"`` (a ``ContentFilterFinishReasonError`` on Chat) is an
+    incomplete response with that reason, as ``"length"`` is one with ``max_output_tokens``."""
+
+    def agent(request: AgentRequest) -> AgentResponse:
+        return AgentResponse(content="I can", finish_reason="content_filter")
+
+    with serve(make_server(agent)) as base:
+        oai = client(base)
+        whole = oai.responses.create(model="m", input="x")
+        last = list(oai.responses.create(model="m", input="x", stream=True))[-1]
+    assert last.type == "response.incomplete"
+    for response in (whole, last.response):
+        assert response.status == "incomplete"
+        assert response.incomplete_details is not None
+        assert response.incomplete_details.reason == "content_filter"
+
+
 def test_routes_do_not_collide_with_chat() -> None:
     server = make_server(rich_agent)
     paths = {(r.path, tuple(r.methods)) for r in server.routes}

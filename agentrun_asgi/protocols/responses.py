@@ -49,6 +49,8 @@ _dumps = orjson.dumps
 #: Request fields the response object echoes back (API reference, "The response object").
 _ECHOED = ("instructions", "max_output_tokens", "temperature", "top_p", "user",
            "previous_response_id", "metadata", "truncation")  # fmt: skip
+#: Chat ``finish_reason`` values that end a response ``incomplete``, and the reason given.
+_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 #: ``response.error.code`` values a client may expect of a server-side failure.
 _ERROR_CODES = frozenset(("server_error", "rate_limit_exceeded", "invalid_prompt"))
 
@@ -101,12 +103,14 @@ def response_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
 
 def _finish(base: dict[str, Any], output: list[dict[str, Any]], usage: dict[str, Any] | None,
             finish_reason: str | None) -> dict[str, Any]:  # fmt: skip
-    """The final response object: ``completed``, or ``incomplete`` when the agent ran out."""
+    """The final response object: ``completed``, or ``incomplete`` when the agent ran out of
+    tokens or was filtered."""
     response = {**base, "output": output, "usage": response_usage(usage),
                 "completed_at": int(time.time())}  # fmt: skip
-    if finish_reason == "length":
+    reason = _INCOMPLETE.get(finish_reason) if finish_reason is not None else None
+    if reason is not None:
         response["status"] = "incomplete"
-        response["incomplete_details"] = {"reason": "max_output_tokens"}
+        response["incomplete_details"] = {"reason": reason}
     else:
         response["status"] = "completed"
     return response

@@ -328,9 +328,10 @@ def test_non_stream_usage_from_agent(serve: Any) -> None:
 
 @pytest.mark.parametrize(
     "usage",
-    [{"prompt_tokens": 3, "completion_tokens": 5}, {"input_tokens": 3, "output_tokens": 5}],
-)
-def test_usage_completed_to_the_chat_shape(serve: Any, usage: dict[str, int]) -> None:
+    [{"prompt_tokens": 3, "completion_tokens": 5}, {"input_tokens": 3, "output_tokens": 5},
+     {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": None}],
+)  # fmt: skip
+def test_usage_completed_to_the_chat_shape(serve: Any, usage: dict[str, Any]) -> None:
     """Usage without a total, or in the Responses shape (which that endpoint takes), still has
     the three counts the client types as ints, streamed (include_usage) or not."""
 

@@ -41,14 +41,20 @@ ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 def chat_usage(usage: Any) -> Any:
     """The agent's usage with the three counts Chat Completions has (the client types each as
-    an int): a missing total is the sum, and the Responses shape (``input_tokens``,
+    an int): a missing (or null) total is the sum, and the Responses shape (``input_tokens``,
     ``output_tokens``) is read too. Complete usage, or anything that is not a dict, is as is."""
     if type(usage) is not dict or (
-        "prompt_tokens" in usage and "completion_tokens" in usage and "total_tokens" in usage
+        usage.get("total_tokens") is not None
+        and usage.get("prompt_tokens") is not None
+        and usage.get("completion_tokens") is not None
     ):
         return usage
-    prompt = usage.get("prompt_tokens", usage.get("input_tokens")) or 0
-    completion = usage.get("completion_tokens", usage.get("output_tokens")) or 0
+    prompt = usage.get("prompt_tokens")
+    if prompt is None:
+        prompt = usage.get("input_tokens") or 0
+    completion = usage.get("completion_tokens")
+    if completion is None:
+        completion = usage.get("output_tokens") or 0
     total = usage.get("total_tokens")
     if total is None:
         numbers = type(prompt) is int and type(completion) is int

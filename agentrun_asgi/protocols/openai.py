@@ -369,7 +369,8 @@ class OpenAIProtocolHandler(ProtocolHandler):
             # The whole run in one comprehension; when it is all text (the usual case) one
             # join takes it, with no per-item work in Python and no collector.
             raw = [item async for item in items]
-            raise_if_stopped(request)
+            if request.run is not None:  # a run record: a deadline, a watcher, a shutdown
+                raise_if_stopped(request)
             try:
                 body = completion(completion_id, created, model,
                                   {"role": "assistant", "content": "".join(raw)})  # fmt: skip

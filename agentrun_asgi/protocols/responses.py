@@ -471,7 +471,8 @@ class OpenAIResponsesProtocolHandler(ProtocolHandler):
             collector.error = (error_message(exc), None)
         finally:
             await events.aclose()
-        raise_if_stopped(request)
+        if request.run is not None:
+            raise_if_stopped(request)
         payload = b""
         if collector.error is None:
             try:

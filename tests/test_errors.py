@@ -194,6 +194,44 @@ def test_valid_variants_accepted(http: httpx.Client, body: dict[str, Any]) -> No
     assert r.status_code == 200, r.text
 
 
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+# orjson reads up to 1024 levels of nesting but writes only 254: a value the server writes back
+# (into an error message, or as a tool call's arguments text) must be refused as the client's
+# mistake, not fail as a 500.
+@pytest.mark.parametrize(
+    "path, body, param",
+    [
+        ("/v1/chat/completions", '{"messages":[{"role":%s,"content":"x"}]}', "messages[0].role"),
+        ("/v1/chat/completions", '{"messages":[{"role":"assistant","tool_calls":[{"id":"c",'
+         '"function":{"name":"f","arguments":%s}}]}]}',
+         "messages[0].tool_calls[0].function.arguments"),
+        ("/v1/chat/completions", '{"messages":[{"role":"assistant","tool_calls":[{"id":"c",'
+         '"type":"custom","custom":{"name":"f","input":%s}}]}]}',
+         "messages[0].tool_calls[0].custom.input"),
+        ("/v1/chat/completions", '{"messages":[{"role":"assistant","function_call":'
+         '{"name":"f","arguments":%s}}]}', "messages[0].function_call.arguments"),
+        ("/ag-ui/agent", '{"messages":[{"role":%s,"content":"x"}]}', "messages[0].role"),
+        ("/ag-ui/agent", '{"messages":[{"role":"assistant","toolCalls":[{"id":"c",'
+         '"function":{"name":"f","arguments":%s}}]}]}',
+         "messages[0].toolCalls[0].function.arguments"),
+        ("/v1/responses", '{"input":[{"role":%s,"content":"x"}]}', "input[0].role"),
+    ],
+)
+def test_deeply_nested_values_are_400(http: httpx.Client, path: str, body: str, param: str
+                                      ) -> None:  # fmt: skip
+    before = len(calls)
+    error = assert_error(http.post(path, content=(body % _nested(300)).encode()), 400, param)
+    assert ("an array" if param.endswith("role") else "too deeply") in error["message"]
+    assert len(calls) == before
+    # Just within what orjson writes: accepted, or refused as any other wrong value.
+    r = http.post(path, content=(body % _nested(254)).encode())
+    assert r.status_code in (200, 400), r.text
+    assert "too deeply" not in r.text
+
+
 # -- routing edges -----------------------------------------------------------------------------
 
 

@@ -14,7 +14,15 @@ import orjson
 
 from ..ids import new_id
 from ..models import AgentRequest, Message, MessageRole, Tool
-from .validation import invalid, json_type, message_content, opt_list, opt_str, parse_tool_calls
+from .validation import (
+    invalid,
+    json_type,
+    message_content,
+    opt_list,
+    opt_str,
+    parse_tool_calls,
+    shown,
+)
 
 _dumps = orjson.dumps
 _ROLES = {
@@ -76,7 +84,7 @@ def _parse_message(raw: Any, i: int) -> Message | None:
     if role is None:
         if isinstance(name, str) and name in _UI_ROLES:
             return None
-        got = _dumps(name).decode()
+        got = shown(name)
         invalid(f"{where}.role", f"'{where}.role' must be one of {_ROLE_NAMES}; got {got}.")
     content = message_content(raw, where)
     calls = opt_list(raw, "toolCalls", f"{where}.toolCalls")

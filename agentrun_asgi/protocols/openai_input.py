@@ -10,8 +10,6 @@ from collections.abc import Callable
 from dataclasses import MISSING, fields
 from typing import Any, NoReturn
 
-import orjson
-
 from ..models import AgentRequest, Message, MessageRole, Tool, ToolCall, chat_request
 from .validation import (
     arguments_text,
@@ -27,6 +25,7 @@ from .validation import (
     opt_object,
     opt_str,
     parse_tool_calls,
+    shown,
     string,
 )
 
@@ -177,7 +176,7 @@ def _parse_message(raw: Any, i: int) -> Message:
         invalid(
             f"messages[{i}].role",
             f"'messages[{i}].role' must be one of {_ROLE_NAMES}; "
-            f"got {orjson.dumps(raw_role).decode()}.",
+            f"got {shown(raw_role)}.",
         )
     where = f"messages[{i}]"
     content = message_content(raw, where)
@@ -202,7 +201,7 @@ def _function_call(raw: dict[str, Any], where: str) -> list[ToolCall] | None:
     if call is None:
         return None
     return [ToolCall(id="", name=opt_str(call, "name", f"{at}.name") or "",
-                     arguments=arguments_text(call.get("arguments", "")))]  # fmt: skip
+                     arguments=arguments_text(call.get("arguments", ""), f"{at}.arguments"))]
 
 
 def _parse_tools(raw: list[Any] | None) -> list[Tool] | None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from ..ids import new_id
 from ..models import AgentRequest, Message, MessageRole, Tool, ToolCall
 from .openai_input import DEFAULT_MODEL
@@ -18,9 +16,9 @@ from .validation import (
     opt_number,
     opt_object,
     opt_str,
+    shown,
 )
 
-_dumps = orjson.dumps
 _MESSAGE_ROLES = {
     "user": MessageRole.USER,
     "assistant": MessageRole.ASSISTANT,
@@ -114,7 +112,7 @@ def _add_input_item(messages: list[Message], item: Any, where: str) -> None:
     role = _MESSAGE_ROLES.get(raw_role) if isinstance(raw_role, str) else None
     if role is None:
         invalid(f"{where}.role", f"'{where}.role' must be one of {', '.join(_MESSAGE_ROLES)}; "
-                f"got {_dumps(raw_role).decode()}.")  # fmt: skip
+                f"got {shown(raw_role)}.")  # fmt: skip
     raw_content = item.get("content")
     if isinstance(raw_content, str):
         messages.append(Message(role=role, content=raw_content, id=opt_str(item, "id")))

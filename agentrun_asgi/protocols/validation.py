@@ -98,17 +98,38 @@ def parse_tool_calls(raw: list[Any], where: str) -> list[ToolCall]:
         custom = call.get("type") == "custom"
         key = "custom" if custom else "function"
         function = opt_object(call, key, f"{at}.{key}") or {}
-        arguments = arguments_text(function.get("input" if custom else "arguments", ""))
+        field = "input" if custom else "arguments"
+        arguments = arguments_text(function.get(field, ""), f"{at}.{key}.{field}")
         calls.append(ToolCall(id=opt_str(call, "id", f"{at}.id") or "",
                               name=opt_str(function, "name", f"{at}.{key}.name") or "",
                               arguments=arguments, type=key))  # fmt: skip
     return calls
 
 
-def arguments_text(arguments: Any) -> str:
-    """A call's arguments as the JSON text the wire has; sent as JSON rather than a string,
-    they are kept as that JSON's text."""
-    return arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()
+def arguments_text(arguments: Any, param: str) -> str:
+    """A call's arguments (the parameter ``param``) as the JSON text the wire has; sent as JSON
+    rather than a string, they are kept as that JSON's text."""
+    if isinstance(arguments, str):
+        return arguments
+    try:
+        return orjson.dumps(arguments).decode()
+    except orjson.JSONEncodeError:
+        too_deep(param)
+
+
+def too_deep(param: str) -> NoReturn:
+    """A 400 for a value the body parser took but orjson cannot write back: it reads 1024
+    levels of nesting and writes 254, so a value the server re-encodes is refused here rather
+    than failing as a 500."""
+    invalid(param, f"'{param}' is nested too deeply (more than 254 levels).")
+
+
+def shown(value: Any) -> str:
+    """``value`` as JSON, for an error message; never an error of its own (see ``too_deep``)."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return json_type(value)
 
 
 # Value checks: ``value`` (None allowed) of the named parameter, or a 400 naming it. The

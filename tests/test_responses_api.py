@@ -304,6 +304,9 @@ def test_input_items_round_trip(serve: Any) -> None:
     assert (messages[3].tool_call_id, messages[3].content) == ("call_w", "sunny")
 
 
+_DEEP = b"[" * 300 + b"]" * 300
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -316,6 +319,19 @@ def test_input_items_round_trip(serve: Any) -> None:
         (b'{"input": "x", "stream": "yes"}', "stream"),
         (b'{"input": "x", "tools": [{"type": "function"}]}', "tools[0].name"),
         (b'{"input": [{"type": "web_search_call"}]}', "input[0].type"),
+        # Fields the response object echoes back: what its schema says, and nothing orjson
+        # cannot write back (it reads 1024 levels of nesting, writes 254), streamed or not.
+        (b'{"input": "x", "metadata": [1]}', "metadata"),
+        (b'{"input": "x", "text": "plain"}', "text"),
+        (b'{"input": "x", "truncation": 1}', "truncation"),
+        (b'{"input": "x", "previous_response_id": {}}', "previous_response_id"),
+        (b'{"input": "x", "parallel_tool_calls": "yes"}', "parallel_tool_calls"),
+        (b'{"input": "x", "metadata": {"a": %s}}' % _DEEP, "metadata"),
+        (b'{"input": "x", "stream": true, "metadata": {"a": %s}}' % _DEEP, "metadata"),
+        (b'{"input": "x", "text": {"format": %s}}' % _DEEP, "text"),
+        (b'{"input": "x", "tool_choice": {"type": %s}}' % _DEEP, "tool_choice"),
+        (b'{"input": "x", "stream": true, "tools": [{"type": "web_search", "x": %s}]}' % _DEEP,
+         "tools"),
     ],
 )
 def test_bad_input_is_400_json(serve: Any, body: bytes, param: str | None) -> None:
@@ -326,6 +342,14 @@ def test_bad_input_is_400_json(serve: Any, body: bytes, param: str | None) -> No
     error = r.json()["error"]
     assert error["type"] == "invalid_request_error" and error["message"]
     assert error["param"] == param
+
+
+def test_null_echoed_fields_stay_valid(serve: Any) -> None:
+    """``parallel_tool_calls: null`` (the default) echoes as ``true``: the schema's boolean."""
+    with serve(make_server(rich_agent)) as base:
+        r = httpx.post(base + "/v1/responses", json={"input": "x", "parallel_tool_calls": None})
+    assert r.status_code == 200, r.text
+    assert r.json()["parallel_tool_calls"] is True
 
 
 def test_bad_input_through_the_client(serve: Any) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from ..ids import new_id
 from ..models import AgentRequest, Message, MessageRole, Tool, ToolCall
 from .openai_input import DEFAULT_MODEL
@@ -17,6 +19,7 @@ from .validation import (
     opt_object,
     opt_str,
     shown,
+    too_deep,
 )
 
 _MESSAGE_ROLES = {
@@ -56,6 +59,7 @@ def parse_responses_request(data: dict[str, Any]) -> AgentRequest:
             _add_input_item(messages, item, f"input[{i}]")
     else:
         invalid("input", f"'input' must be a string or an array, not {json_type(raw_input)}.")
+    _check_echoed(data)
     return AgentRequest(
         protocol="responses",
         messages=messages,
@@ -69,6 +73,26 @@ def parse_responses_request(data: dict[str, Any]) -> AgentRequest:
         user=opt_str(data, "user"),
         extra={k: v for k, v in data.items() if k not in _KNOWN_FIELDS},
     )
+
+
+#: Fields the response object echoes back that no ``AgentRequest`` field checks, and the check
+#: that makes each what the response object's schema says it is.
+_ECHOED_CHECKS = (("metadata", opt_object), ("text", opt_object), ("truncation", opt_str),
+                  ("previous_response_id", opt_str), ("parallel_tool_calls", opt_bool))  # fmt: skip
+
+
+def _check_echoed(data: dict[str, Any]) -> None:
+    """Refuse what the response object would echo back wrong: a value of the wrong type, or
+    nested deeper than orjson writes (which would fail only once the agent had run)."""
+    for key, check in _ECHOED_CHECKS:
+        check(data, key)
+    for key in ("tools", "tool_choice", "text", "metadata"):
+        value = data.get(key)
+        if isinstance(value, (dict, list)):
+            try:
+                orjson.dumps(value)
+            except orjson.JSONEncodeError:
+                too_deep(key)
 
 
 def _add_input_item(messages: list[Message], item: Any, where: str) -> None:

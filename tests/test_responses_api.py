@@ -319,6 +319,8 @@ _DEEP = b"[" * 300 + b"]" * 300
         (b'{"input": "x", "stream": "yes"}', "stream"),
         (b'{"input": "x", "tools": [{"type": "function"}]}', "tools[0].name"),
         (b'{"input": [{"type": "web_search_call"}]}', "input[0].type"),
+        (b'{"input": [{"role": "user", "content": "x", "id": 5}]}', "input[0].id"),
+        (b'{"input": [{"role": "user", "content": [], "id": []}]}', "input[0].id"),
         # Fields the response object echoes back: what its schema says, and nothing orjson
         # cannot write back (it reads 1024 levels of nesting, writes 254), streamed or not.
         (b'{"input": "x", "metadata": [1]}', "metadata"),

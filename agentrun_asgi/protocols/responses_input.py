@@ -138,11 +138,12 @@ def _add_input_item(messages: list[Message], item: Any, where: str) -> None:
         invalid(f"{where}.role", f"'{where}.role' must be one of {', '.join(_MESSAGE_ROLES)}; "
                 f"got {shown(raw_role)}.")  # fmt: skip
     raw_content = item.get("content")
+    item_id = opt_str(item, "id", f"{where}.id")
     if isinstance(raw_content, str):
-        messages.append(Message(role=role, content=raw_content, id=opt_str(item, "id")))
+        messages.append(Message(role=role, content=raw_content, id=item_id))
     elif isinstance(raw_content, list):
         parts = _content_parts(raw_content, f"{where}.content")
-        messages.append(Message(role=role, content=parts, id=opt_str(item, "id")))
+        messages.append(Message(role=role, content=parts, id=item_id))
     else:
         invalid(f"{where}.content", f"'{where}.content' must be a string or an array, "
                 f"not {json_type(raw_content)}.")  # fmt: skip

@@ -241,7 +241,29 @@ class Request:
         return body
 
     async def json(self) -> Any:
-        return orjson.loads(await self.body())
+        """The body parsed as JSON; a body that is not JSON is the client's mistake (a 400)."""
+        body = await self.body()
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidJSON(exc) from None
+
+
+class InvalidJSON(ProtocolError, orjson.JSONDecodeError):
+    """A body :meth:`Request.json` cannot parse: answered with a 400 ``invalid_json`` error, not
+    the 500 of an endpoint's uncaught exception, and still the ``JSONDecodeError`` (a
+    ``ValueError``) that an endpoint written for Starlette's ``json()`` may catch."""
+
+    __slots__ = ()
+
+    def __init__(self, error: orjson.JSONDecodeError) -> None:
+        orjson.JSONDecodeError.__init__(self, error.msg, error.doc, error.pos)
+        self.status = 400
+        self.message = f"The request body is not valid JSON: {error}"
+        self.type = "invalid_request_error"
+        self.param = None
+        self.code = "invalid_json"
+        self.headers = None
 
 
 def _too_large(limit: int) -> ProtocolError:

@@ -64,6 +64,44 @@ def test_custom_json_route(serve: Any, custom: ModuleType) -> None:
     assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
 
 
+def test_request_json_of_a_bad_body_is_400(serve: Any) -> None:
+    """README's custom protocol reads ``await request.json()`` unguarded: a body that is not
+    JSON is the client's mistake (400 ``invalid_json``), not an endpoint failure (500); code
+    that catches ``json.JSONDecodeError`` itself still catches it."""
+    from agentrun_asgi import AgentRunServer, ProtocolHandler, Request, Route
+    from agentrun_asgi.responses import send_json
+
+    class Plain(ProtocolHandler):
+        def get_prefix(self) -> str:
+            return "/plain"
+
+        def routes(self) -> list[Route]:
+            return [Route("/bare", self.bare), Route("/guarded", self.guarded)]
+
+        async def bare(self, request: Request, send: Any) -> None:
+            await send_json(send, 200, await request.json())
+
+        async def guarded(self, request: Request, send: Any) -> None:
+            try:
+                body = await request.json()
+            except json.JSONDecodeError as exc:
+                body = {"caught": exc.pos}
+            await send_json(send, 200, body)
+
+    with serve(AgentRunServer(lambda r: "ok", protocols=[Plain()])) as base:
+        ok = httpx.post(base + "/plain/bare", json={"a": 1})
+        bad = [httpx.post(base + "/plain/bare", content=body) for body in (b"{oops", b"", b"\xff")]
+        guarded = httpx.post(base + "/plain/guarded", content=b"{oops")
+    assert ok.status_code == 200 and ok.json() == {"a": 1}
+    for r in bad:
+        assert r.status_code == 400, r.text
+        assert r.headers["content-type"] == "application/json" and r.headers["x-request-id"]
+        error = r.json()["error"]
+        assert error["code"] == "invalid_json" and error["type"] == "invalid_request_error"
+        assert error["message"].startswith("The request body is not valid JSON")
+    assert guarded.status_code == 200 and guarded.json() == {"caught": 1}
+
+
 def test_custom_sse_route(serve: Any, custom: ModuleType) -> None:
     with serve(custom.server) as base:
         with httpx.stream("POST", base + "/custom/stream", json={"input": "yo"}) as r:

@@ -378,12 +378,12 @@ def test_agent_failure(serve: Any) -> None:
 
 def test_unsendable_item_is_a_clear_500(serve: Any) -> None:
     async def agent(request: AgentRequest) -> AsyncIterator[AgentEvent]:
-        yield AgentEvent(EventType.TEXT, {"delta": "x", "usage": {"input_tokens": {1, 2}}})
+        yield AgentEvent(EventType.TOOL_CALL, {"id": "c", "name": "f", "args": {1, 2}})
 
     with serve(make_server(agent)) as base:
         r = httpx.post(f"{base}/v1/responses", json={"model": "m", "input": "x"})
     assert r.status_code == 500
-    assert "cannot be sent" in r.json()["error"]["message"]
+    assert "not JSON serializable" in r.json()["error"]["message"]
     assert r.headers["x-should-retry"] == "false"
 
 
@@ -403,6 +403,23 @@ def test_content_filter_finish_is_incomplete(serve: Any) -> None:
         assert response.status == "incomplete"
         assert response.incomplete_details is not None
         assert response.incomplete_details.reason == "content_filter"
+
+
+@pytest.mark.parametrize("usage", [{"prompt_tokens": "many", "completion_tokens": 2},
+                                   {"input_tokens": float("inf")}, 5])
+def test_usage_the_agent_got_wrong_does_not_fail_the_run(serve: Any, usage: Any) -> None:
+    """A count that is not a number reads as 0: a finished run is not turned into a 500 (which
+    the official clients retry, running the agent again) or a response.failed."""
+
+    async def agent(request: AgentRequest) -> AsyncIterator[AgentEvent]:
+        yield AgentEvent(EventType.TEXT, {"delta": "done", "usage": usage})
+
+    with serve(make_server(agent)) as base:
+        response = client(base).responses.create(model="m", input="x")
+        events = list(client(base).responses.create(model="m", input="x", stream=True))
+    assert response.output_text == "done"
+    assert response.usage is not None and response.usage.input_tokens == 0
+    assert events[-1].type == "response.completed"
 
 
 def test_routes_do_not_collide_with_chat() -> None:

@@ -86,12 +86,29 @@ def response_base(response_id: str, created_at: int, model: str, body: dict[str,
     return base
 
 
-def response_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
-    """The agent's Chat-style usage in the Responses shape (input/output tokens)."""
-    usage = usage or ZERO_USAGE
-    prompt = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
-    completion = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
-    total = int(usage.get("total_tokens") or prompt + completion)
+def _count(usage: dict[str, Any], *keys: str) -> int:
+    """The first count given under ``keys`` as an int; one that is not a number is 0."""
+    for key in keys:
+        value = usage.get(key)
+        if value:
+            try:
+                return int(value)
+            except (TypeError, ValueError, OverflowError):
+                return 0
+    return 0
+
+
+def response_usage(usage: Any) -> dict[str, Any]:
+    """The agent's Chat-style usage in the Responses shape (input/output tokens).
+
+    Lenient: a count the agent got wrong ("many", infinity) must not fail a finished run with
+    a 500, which the official clients would retry, running the agent again.
+    """
+    if not isinstance(usage, dict):
+        usage = ZERO_USAGE
+    prompt = _count(usage, "prompt_tokens", "input_tokens")
+    completion = _count(usage, "completion_tokens", "output_tokens")
+    total = _count(usage, "total_tokens") or prompt + completion
     return {
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},

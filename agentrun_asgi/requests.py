@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from .guard import Run
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
+#: RFC 8259 section 8.1 lets a JSON parser ignore it, and ``json.loads`` of bytes (so the
+#: ``json()`` of Starlette and FastAPI) does; orjson refuses it, so a body that fails to parse
+#: is tried again without it (the error path only: a valid body pays nothing).
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def route_path(scope: Scope) -> str:
@@ -245,6 +249,11 @@ class Request:
         body = await self.body()
         try:
             return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            if body[:3] != UTF8_BOM:
+                raise InvalidJSON(exc) from None
+        try:
+            return orjson.loads(body[3:])
         except orjson.JSONDecodeError as exc:
             raise InvalidJSON(exc) from None
 

@@ -92,7 +92,9 @@ def test_request_json_of_a_bad_body_is_400(serve: Any) -> None:
         ok = httpx.post(base + "/plain/bare", json={"a": 1})
         bad = [httpx.post(base + "/plain/bare", content=body) for body in (b"{oops", b"", b"\xff")]
         guarded = httpx.post(base + "/plain/guarded", content=b"{oops")
+        bom = httpx.post(base + "/plain/bare", content=b'\xef\xbb\xbf{"a":1}')
     assert ok.status_code == 200 and ok.json() == {"a": 1}
+    assert bom.status_code == 200 and bom.json() == {"a": 1}  # as json.loads (Starlette) reads it
     for r in bad:
         assert r.status_code == 400, r.text
         assert r.headers["content-type"] == "application/json" and r.headers["x-request-id"]

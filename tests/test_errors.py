@@ -85,6 +85,18 @@ def test_body_not_an_object(http: httpx.Client, body: bytes, kind: str) -> None:
     assert kind in assert_error(r, 400)["message"]
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/ag-ui/agent", "/v1/responses"])
+def test_body_with_utf8_bom_accepted(http: httpx.Client, path: str) -> None:
+    """RFC 8259 8.1: a parser may ignore a leading BOM, and json.loads (Starlette's and FastAPI's
+    json(), so the AgentRun SDK's server) does; PowerShell and .NET writers add one."""
+    body = b'{"messages":[{"role":"user","content":"hi"}],"input":"hi"}'
+    bom = b"\xef\xbb\xbf"
+    r = http.post(path, content=bom + body, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert assert_error(http.post(path, content=bom * 2 + body), 400)["code"] == "invalid_json"
+    assert "empty" in assert_error(http.post(path, content=bom), 400)["message"]
+
+
 def test_form_content_type_with_json_body_accepted(http: httpx.Client) -> None:
     """Like ``curl -d '{...}'``, which sends application/x-www-form-urlencoded."""
     r = http.post("/v1/chat/completions", content=b'{"messages":[{"role":"user","content":"hi"}]}',

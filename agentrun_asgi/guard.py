@@ -41,8 +41,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .errors import NO_RETRY, ClientDisconnect, ProtocolError
+from .requests import header
 from .responses import send_error
-from .types import Endpoint, Send
+from .types import Endpoint, Scope, Send
 
 if TYPE_CHECKING:
     from .requests import Request
@@ -159,6 +160,14 @@ class Run:
         if reason == DISCONNECT:
             return None
         if reason == TIMEOUT:
+            if not self.request.body_read and _has_body(self.request.scope):
+                # Still waiting for the client's body: its delay, not the agent's (408, which
+                # the OpenAI clients may retry: the agent never ran). The rest of the body may
+                # still come, so the connection cannot carry another request.
+                return ProtocolError(
+                    408, "The request body did not arrive within the request timeout of "
+                    f"{self.timeout:g} s.", code="request_timeout", headers=_CLOSE,
+                )  # fmt: skip
             return ProtocolError(
                 504, f"The agent did not finish within the request timeout of {self.timeout:g} s.",
                 code="timeout", headers=NO_RETRY,
@@ -178,6 +187,11 @@ def raise_if_stopped(request: Request) -> None:
     run = request.run
     if run is not None and run.reason is not None and run.task is not None:
         raise asyncio.CancelledError
+
+
+def _has_body(scope: Scope) -> bool:
+    length = header(scope, b"content-length")
+    return length not in (None, b"0") or header(scope, b"transfer-encoding") is not None
 
 
 def stop_error(run: Run | None) -> ProtocolError | None:

@@ -126,7 +126,7 @@ class AgentRunServer:
       A mapping it yields is merged into the lifespan ``scope["state"]``.
     - ``request_timeout``: seconds an agent run may take (None: no limit). When it passes the
       agent is cancelled; a stream ends with the protocol's error frame (code ``timeout``), a
-      non-stream request gets 504.
+      non-stream request gets 504 (408 if its body has not all arrived: the client's delay).
     - ``shutdown_grace``: seconds runs in flight get once shutdown begins (new requests get
       503 at once); streams still running then end with the protocol's error frame (code
       ``server_shutting_down``), other runs get 503. Under uvicorn, serve with :meth:`start`

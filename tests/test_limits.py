@@ -190,6 +190,25 @@ def test_non_stream_timeout_is_504_even_if_the_agent_swallows_it(
         assert r.json()["error"]["code"] == "timeout"
 
 
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/ag-ui/agent", "/v1/responses"])
+def test_body_that_never_arrives_is_408_not_504(serve: Any, http: str, path: str) -> None:
+    """A client that declares a body and stops sending it made the deadline answer 504 "the
+    agent did not finish" (a server error) although the agent never started: it is the
+    client's delay, 408, and the connection closes (the rest of the body may still come)."""
+    calls: list[AgentRequest] = []
+    with serve(AgentRunServer(calls.append, request_timeout=0.3), http=http) as base:
+        sock = connect(base)
+        sock.sendall(request_head("POST", path, {"Content-Type": "application/json"}, 100)
+                     + b'{"messages"')  # fmt: skip
+        status, headers, body = split_response(read_to_close(sock))
+        sock.close()
+    assert status == 408
+    assert headers["connection"] == "close" and headers["x-request-id"]
+    assert "request timeout of 0.3 s" in assert_error_body(body, 408, "request_timeout")["message"]
+    assert calls == []
+
+
 def test_timeout_does_not_wait_for_a_blocked_thread(serve: Any) -> None:
     """A sync agent stuck in its thread: 504 at the deadline; other requests are served."""
     release = threading.Event()

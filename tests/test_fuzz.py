@@ -39,7 +39,8 @@ PLAIN = AgentRunServer(echo_agent, api_keys=[])
 LOADED = AgentRunServer(echo_agent, api_keys=[KEY], cors_origins=["https://a.test"],
                         request_timeout=HANG_S, max_body_size=64 * 1024)  # fmt: skip
 AGUI_PATH = "/ag-ui/agent" if PLAIN.router.match("/ag-ui/agent") else None
-ROUTES = [("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("GET", "/health")]
+ROUTES = [("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("GET", "/health"),
+          ("POST", "/v1/responses")]  # fmt: skip
 if AGUI_PATH:
     ROUTES.append(("POST", AGUI_PATH))
 PATHS = [path for _, path in ROUTES] + ["/", "/v1", "/v1/chat/completions/", "//health",
@@ -97,6 +98,29 @@ agui_body = st.fixed_dictionaries(
               "resume": json_values},
 )  # fmt: skip
 
+responses_part = st.fixed_dictionaries(
+    {"type": st.sampled_from(["input_text", "output_text", "text", "input_image"]) | json_values},
+    optional={"text": json_values, "image_url": json_values, "detail": json_values},
+)  # fmt: skip
+responses_item = st.fixed_dictionaries(
+    {},
+    optional={"type": st.sampled_from(["message", "function_call", "function_call_output",
+                                       "reasoning"]) | json_values,
+              "role": roles, "content": content | st.lists(responses_part, max_size=2),
+              "id": json_values, "call_id": json_values, "name": json_values,
+              "arguments": json_values, "output": json_values},
+)  # fmt: skip
+responses_body = st.fixed_dictionaries(
+    {},
+    optional={"input": st.text(max_size=20) | st.lists(responses_item, max_size=3) | json_values,
+              "model": json_values, "stream": st.booleans() | json_values,
+              "instructions": json_values, "tools": json_values, "tool_choice": json_values,
+              "temperature": json_values, "top_p": json_values, "max_output_tokens": json_values,
+              "user": json_values, "metadata": json_values, "text": json_values,
+              "truncation": json_values, "parallel_tool_calls": json_values,
+              "previous_response_id": json_values},
+)  # fmt: skip
+
 
 @st.composite
 def raw_bodies(draw: st.DrawFn) -> bytes:
@@ -132,7 +156,8 @@ def raw_bodies(draw: st.DrawFn) -> bytes:
 
 
 bodies = (chat_body.map(orjson.dumps) | agui_body.map(orjson.dumps)
-          | json_values.map(orjson.dumps) | raw_bodies())  # fmt: skip
+          | responses_body.map(orjson.dumps) | json_values.map(orjson.dumps)
+          | raw_bodies())  # fmt: skip
 content_types = st.sampled_from([None, b"application/json", b"text/plain",
                                  b"application/x-www-form-urlencoded", b"multipart/form-data",
                                  b"application/json; charset=latin-1", b"\xff\xfe", b""])
@@ -187,11 +212,14 @@ def check(status: int, headers: dict[str, str], body: bytes, method: str) -> Non
         frames = [f for f in body.decode().split("\n\n") if f]
         assert frames
         for frame in frames:
+            if frame.startswith("event: "):  # the Responses API names each event
+                frame = frame.partition("\n")[2]
             assert frame.startswith("data: "), frame
             data = frame[6:]
             if data != "[DONE]":
                 event = orjson.loads(data)
-                assert "error" not in event and event.get("type") != "RUN_ERROR", event
+                assert "error" not in event, event
+                assert event.get("type") not in ("RUN_ERROR", "response.failed"), event
     else:
         assert ctype == "application/json"
         orjson.loads(body)

@@ -107,7 +107,10 @@ def _parse_tools(raw: list[Any] | None) -> list[Tool] | None:
         if not isinstance(item, dict):
             invalid(at, f"'{at}' must be an object, not {json_type(item)}.")
         # AG-UI tools are flat {name, description, parameters}; OpenAI's nested shape is accepted.
-        spec = item["function"] if isinstance(item.get("function"), dict) else item
+        nested = isinstance(item.get("function"), dict)
+        spec = item["function"] if nested else item
+        if nested:
+            at += ".function"  # an error names the field where the client put it
         name = opt_str(spec, "name", f"{at}.name")
         if not name:
             invalid(f"{at}.name", f"'{at}.name' is required.")

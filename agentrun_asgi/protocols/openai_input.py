@@ -217,15 +217,20 @@ def _parse_tools(raw: list[Any] | None) -> list[Tool] | None:
         # tool ({name, description?, format?}; its format has no Tool field and is left out).
         # A flat {name, ...} is accepted too.
         key = "custom" if kind == "custom" else "function"
-        spec = opt_object(item, key, f"{at}.{key}") or item
-        name = opt_str(spec, "name", f"{at}.{key}.name")
+        spec = opt_object(item, key, f"{at}.{key}")
+        if spec is None and "name" in item:
+            spec = item  # the flat shape: an error names the field where the client put it
+        else:
+            spec = spec or item
+            at = f"{at}.{key}"
+        name = opt_str(spec, "name", f"{at}.name")
         if not name:
-            invalid(f"{at}.{key}.name", f"'{at}.{key}.name' is required.")
+            invalid(f"{at}.name", f"'{at}.name' is required.")
         tools.append(
             Tool(
                 name=name,
-                description=opt_str(spec, "description", f"{at}.{key}.description"),
-                parameters=opt_object(spec, "parameters", f"{at}.{key}.parameters"),
+                description=opt_str(spec, "description", f"{at}.description"),
+                parameters=opt_object(spec, "parameters", f"{at}.parameters"),
                 type=kind,
             )
         )

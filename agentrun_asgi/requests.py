@@ -250,12 +250,26 @@ class Request:
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
+            refuse_encoded(self.scope)
             if body[:3] != UTF8_BOM:
                 raise InvalidJSON(exc) from None
         try:
             return orjson.loads(body[3:])
         except orjson.JSONDecodeError as exc:
             raise InvalidJSON(exc) from None
+
+
+def refuse_encoded(scope: Scope) -> None:
+    """415 for a body that failed to parse and was sent compressed (``Content-Encoding``): the
+    server reads bodies as they come, and "not valid JSON" would not say why (RFC 9110 15.5.16).
+    """
+    encoding = header(scope, b"content-encoding")
+    if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+        raise ProtocolError(
+            415, f"Content-Encoding {encoding.decode('latin-1')!r} is not supported: send the "
+            "body uncompressed.", code="unsupported_content_encoding",
+            headers=[(b"accept-encoding", b"identity")],
+        )  # fmt: skip
 
 
 class InvalidJSON(ProtocolError, orjson.JSONDecodeError):

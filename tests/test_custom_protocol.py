@@ -93,6 +93,8 @@ def test_request_json_of_a_bad_body_is_400(serve: Any) -> None:
         bad = [httpx.post(base + "/plain/bare", content=body) for body in (b"{oops", b"", b"\xff")]
         guarded = httpx.post(base + "/plain/guarded", content=b"{oops")
         bom = httpx.post(base + "/plain/bare", content=b'\xef\xbb\xbf{"a":1}')
+        gzipped = httpx.post(base + "/plain/bare", content=b"\x1f\x8b\x08\x00",
+                             headers={"content-encoding": "gzip"})
     assert ok.status_code == 200 and ok.json() == {"a": 1}
     assert bom.status_code == 200 and bom.json() == {"a": 1}  # as json.loads (Starlette) reads it
     for r in bad:
@@ -102,6 +104,8 @@ def test_request_json_of_a_bad_body_is_400(serve: Any) -> None:
         assert error["code"] == "invalid_json" and error["type"] == "invalid_request_error"
         assert error["message"].startswith("The request body is not valid JSON")
     assert guarded.status_code == 200 and guarded.json() == {"caught": 1}
+    assert gzipped.status_code == 415
+    assert gzipped.json()["error"]["code"] == "unsupported_content_encoding"
 
 
 def test_custom_sse_route(serve: Any, custom: ModuleType) -> None:

@@ -97,6 +97,21 @@ def test_body_with_utf8_bom_accepted(http: httpx.Client, path: str) -> None:
     assert "empty" in assert_error(http.post(path, content=bom), 400)["message"]
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/ag-ui/agent", "/v1/responses"])
+def test_compressed_body_is_415(http: httpx.Client, path: str) -> None:
+    """A gzip body (some HTTP clients compress requests) is not read as JSON: 415 says why
+    (RFC 9110 15.5.16), where "not valid JSON: unexpected character" would not."""
+    import gzip
+
+    body = b'{"messages":[{"role":"user","content":"hi"}],"input":"hi"}'
+    r = http.post(path, content=gzip.compress(body), headers={"content-encoding": "gzip"})
+    error = assert_error(r, 415)
+    assert error["code"] == "unsupported_content_encoding" and "gzip" in error["message"]
+    assert r.headers["accept-encoding"] == "identity"
+    plain = http.post(path, content=body, headers={"content-encoding": "identity"})
+    assert plain.status_code == 200, plain.text
+
+
 def test_form_content_type_with_json_body_accepted(http: httpx.Client) -> None:
     """Like ``curl -d '{...}'``, which sends application/x-www-form-urlencoded."""
     r = http.post("/v1/chat/completions", content=b'{"messages":[{"role":"user","content":"hi"}]}',

@@ -11,7 +11,7 @@ import orjson
 
 from ..errors import ProtocolError
 from ..models import ToolCall
-from ..requests import UTF8_BOM, Request, header
+from ..requests import UTF8_BOM, Request, header, refuse_encoded
 from ..types import Scope
 
 
@@ -29,6 +29,8 @@ def parse_object(body: bytes, scope: Scope | None = None) -> dict[str, Any]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if scope is not None:
+            refuse_encoded(scope)
         if body[:3] == UTF8_BOM and body[3:6] != UTF8_BOM:  # one BOM: one level of recursion
             return parse_object(body[3:], scope)
         hint = ""

@@ -108,6 +108,30 @@ def test_request_json_of_a_bad_body_is_400(serve: Any) -> None:
     assert gzipped.json()["error"]["code"] == "unsupported_content_encoding"
 
 
+def readme_block(marker: str) -> str:
+    """The README's fenced Python block that contains ``marker``."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    found = [b for b in blocks if marker in b]
+    assert len(found) == 1, marker
+    return found[0]
+
+
+def test_readme_custom_protocol_snippet(serve: Any) -> None:
+    """The README's protocol, copied as is: a body without a string 'prompt' is the client's
+    mistake (400 naming the field), not a KeyError behind a 500."""
+    namespace: dict[str, Any] = {"invoke_agent": lambda request: "Hi " + request.messages[0].text}
+    exec(readme_block("class CustomProtocolHandler"), namespace)
+    with serve(namespace["server"]) as base:
+        ok = httpx.post(base + "/custom/invoke", json={"prompt": "there"})
+        bad = [httpx.post(base + "/custom/invoke", json=body)
+               for body in ({}, [1], {"prompt": 5})]  # fmt: skip
+    assert ok.status_code == 200 and ok.json() == {"answer": "Hi there"}
+    for r in bad:
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == "prompt"
+
+
 def test_custom_sse_route(serve: Any, custom: ModuleType) -> None:
     with serve(custom.server) as base:
         with httpx.stream("POST", base + "/custom/stream", json={"input": "yo"}) as r:

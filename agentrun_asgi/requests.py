@@ -227,6 +227,8 @@ class Request:
             # Chunked or split body: count while reading and stop at the limit.
             chunks = [body]
             size = len(body)
+            if size > limit:
+                raise _too_large(limit)
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":

@@ -66,6 +66,17 @@ def test_chunked_body_stops_at_limit_with_bounded_memory() -> None:
     assert peak < 4 * LIMIT
 
 
+def test_first_piece_over_limit_refused_without_waiting_for_more() -> None:
+    """A body whose first piece is already past the limit is refused on that piece: the 413
+    must not wait for a next piece that a client may never send."""
+    server = AgentRunServer(ok_agent, max_body_size=1000)
+    r = asyncio.run(call(server, "POST", "/v1/chat/completions", [b"x" * 3000, b"{}"],
+                         JSON_HEADERS))  # fmt: skip
+    assert r.status == 413
+    assert_error_body(r.body, 413, "request_too_large")
+    assert r.chunks_read == 1
+
+
 def test_chunked_upload_over_real_socket_answered_early(serve: Any) -> None:
     """uvicorn: the 413 comes while the client is still uploading; the server closes."""
     sent = 0

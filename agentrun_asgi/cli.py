@@ -12,7 +12,7 @@ import argparse
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .loader import ENV_VAR, AgentLoadError, default_app
@@ -21,6 +21,22 @@ if TYPE_CHECKING:
     from .server import AgentRunServer
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high`` (None: no bound), else an error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {span}, not {value}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1",
                        help="interface to bind (default: 127.0.0.1, this machine only; "
                             "pass 0.0.0.0 in a container)")
-    serve.add_argument("--port", type=int, default=9000, help="port to bind (default: 9000)")
-    serve.add_argument("--workers", type=int, default=1,
+    serve.add_argument("--port", type=_int_in(0, 65535), default=9000,
+                       help="port to bind (default: 9000)")
+    serve.add_argument("--workers", type=_int_in(1), default=1,
                        help="worker processes (default: 1)")
     serve.add_argument("--reload", action="store_true",
                        help="restart when a source file changes (development)")
@@ -55,8 +72,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "serve":
         parser.print_help(sys.stderr)
         return 2
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
     # As `uvicorn` does: modules in the working directory are importable by the console script.
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())

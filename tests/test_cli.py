@@ -173,6 +173,18 @@ def test_bad_option_exits_non_zero() -> None:
     assert run_cli("serve", "--log-level", "loud").returncode == 2
 
 
+@pytest.mark.parametrize(("option", "value"), [("--port", "70000"), ("--port", "-1"),
+                                             ("--workers", "0")])  # fmt: skip
+def test_out_of_range_option_is_refused_with_the_serve_usage(option: str, value: str) -> None:
+    """Not served on another port (uvicorn binds 70000 as 70000 - 65536 = 4464, while the
+    routes printed say 70000): refused, with the usage of ``serve``, where the option is."""
+    result = run_cli("serve", "--port", str(free_port()), option, value)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: agentrun-asgi serve"), result.stderr
+    assert f"argument {option}: must be " in result.stderr
+    assert result.stdout == ""
+
+
 def test_describe_for_a_wildcard_host(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AGENTRUN_AGENT", raising=False)
     text = describe(default_app(), "0.0.0.0", 8123)

@@ -42,7 +42,8 @@ def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentrun-asgi",
-        description="Serve an agent function over OpenAI Chat Completions and AG-UI.",
+        description="Serve an agent function over OpenAI Chat Completions, the OpenAI "
+        "Responses API and AG-UI.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser(

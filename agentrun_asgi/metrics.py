@@ -11,7 +11,7 @@ process never clash. What is measured, per HTTP request, by :class:`MetricsMiddl
 - ``agentrun_stream_frames_total{route}``: SSE frames written (one per blank-line terminator);
 - ``agentrun_agent_errors_total{route}``: requests during which an agent (or endpoint)
   failed with an exception, counted once per request. The server logs every such failure with
-  its traceback on the ``agentrun_asgi`` logger (DESIGN: "the traceback goes to the log");
+  its traceback on the ``agentrun_asgi`` logger (README: "the traceback goes to the log");
   a filter on that logger marks the request, so a failure mid-stream (a 200 whose last frame
   is an error) is counted too, at no cost to the stream itself.
 

@@ -27,7 +27,9 @@ def build_fastapi_app(server: AgentRunServer, **fastapi_kwargs: Any) -> FastAPI:
     The server is mounted at the root, so that ``parent.mount("/agent", app)`` serves
     ``/agent/v1/chat/completions``: Starlette's ``Mount`` sets ``root_path``, and the server
     routes on the path relative to it. A mounted app gets no lifespan events of its own, so the
-    server's startup and shutdown run from the FastAPI app's lifespan. FastAPI's own
+    server's startup and shutdown run from the FastAPI app's lifespan; when this app is itself
+    mounted, the host's lifespan must run them (``server.startup()``, ``server.shutdown()``),
+    as ``examples/fastapi_mount.py`` does. FastAPI's own
     ``/openapi.json`` and ``/docs`` stay FastAPI's, and list the server's routes.
     """
 

@@ -6,12 +6,16 @@ Try it:     curl http://127.0.0.1:9000/agent/v1/chat/completions \
 Clients:    openai.OpenAI(base_url="http://127.0.0.1:9000/agent/v1", api_key="unused")
 
 The mount sets the ASGI ``root_path``; the agent server routes on the path relative to it, so
-``/agent/v1/chat/completions`` reaches its ``/v1/chat/completions``, streaming included.
+``/agent/v1/chat/completions`` reaches its ``/v1/chat/completions``, streaming included. A
+mounted app gets no lifespan events (Starlette, under FastAPI, sends them to the outer app
+only), so the host's lifespan runs the server's startup and shutdown: its hooks, its own
+``lifespan`` and the shutdown grace for streams in flight.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -28,7 +32,17 @@ async def invoke_agent(request: AgentRequest) -> AsyncIterator[str]:
 
 server = AgentRunServer(invoke_agent=invoke_agent)
 
-app = FastAPI(title="host app")
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    await server.startup()
+    try:
+        yield
+    finally:
+        await server.shutdown()
+
+
+app = FastAPI(title="host app", lifespan=lifespan)
 
 
 @app.get("/status")

@@ -211,7 +211,10 @@ def test_prefix_overrides_example(serve: Any) -> None:
 
 def test_fastapi_mount_example(serve: Any) -> None:
     module = load_example("fastapi_mount")
-    with serve(module.app) as base:
+    hooks: list[str] = []
+    module.server.on_startup.append(lambda: hooks.append("startup"))
+    module.server.on_shutdown.append(lambda: hooks.append("shutdown"))
+    with serve(module.app, lifespan="on") as base:
         client = openai.OpenAI(base_url=base + "/agent/v1", api_key="x", max_retries=0,
                                timeout=10, default_headers={"x-tenant": "acme"})
         text = "".join(
@@ -221,6 +224,8 @@ def test_fastapi_mount_example(serve: Any) -> None:
         status = httpx.get(base + "/status").json()
     assert text == "Hello from the mounted agent, acme."
     assert status["agent"] == "/agent/v1"
+    # Mounted, the server gets no lifespan events of its own: the host's lifespan runs them.
+    assert hooks == ["startup", "shutdown"]
 
 
 def test_examples_start_only_under_main() -> None:

@@ -30,7 +30,7 @@ from collections.abc import (
     Iterator,
 )
 from types import AsyncGeneratorType
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 
@@ -41,6 +41,36 @@ AgentFunc = Callable[[AgentRequest], Any]
 
 _DONE = object()
 
+
+class _Raised:
+    """An exception of the agent's code in a worker thread, brought back as a value.
+
+    Raised across the thread boundary it would be held by anyio's future, in a frame of its own
+    traceback: a reference cycle keeping the request (its body, the agent's frames) alive until
+    the cyclic garbage collector runs.
+    """
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc: Exception | None = exc
+
+    def reraise(self) -> NoReturn:
+        exc = self.exc
+        assert exc is not None
+        self.exc = None
+        try:
+            raise exc
+        finally:
+            del exc  # not left in this frame, which the traceback holds
+
+
+def _call(func: Callable[[Any], Any], arg: Any) -> Any:
+    """``func(arg)`` in a worker thread, an exception returned as a :class:`_Raised`."""
+    try:
+        return func(arg)
+    except Exception as exc:
+        return _Raised(exc)
 
 
 class AgentOutputError(TypeError):
@@ -79,6 +109,8 @@ class _SyncStepper:
             return self.context.run(next, self.iterator)
         except StopIteration:
             return _DONE
+        except Exception as exc:
+            return _Raised(exc)
         finally:
             with self.lock:
                 self.busy = False
@@ -86,17 +118,20 @@ class _SyncStepper:
             if close_now:
                 self._close()
 
-    def close(self) -> None:
+    def close(self) -> _Raised | None:
         with self.lock:
             self.closing = True
             busy = self.busy
-        if not busy:
-            self._close()
+        return None if busy else self._close()
 
-    def _close(self) -> None:
+    def _close(self) -> _Raised | None:
         close = getattr(self.iterator, "close", None)
         if close is not None:
-            self.context.run(close)
+            try:
+                self.context.run(close)
+            except Exception as exc:
+                return _Raised(exc)
+        return None
 
 
 def _from_dict(value: dict[str, Any]) -> AgentResponse:
@@ -164,10 +199,14 @@ async def _step_in_threads(stepper: _SyncStepper) -> AsyncGenerator[Any, None]:
             value = await run_sync(step, abandon_on_cancel=True)
             if value is _DONE:
                 return
+            if type(value) is _Raised:
+                value.reraise()
             yield value
     finally:
         with anyio.CancelScope(shield=True):
-            await run_sync(stepper.close)
+            raised = await run_sync(stepper.close)
+        if raised is not None:
+            raised.reraise()
 
 
 def iterate(result: Any) -> AsyncIterator[Any]:
@@ -240,7 +279,9 @@ class Invoker:
         elif self.is_sync_gen:
             result = func(request)  # creating a generator runs none of its code
         else:
-            result = await self._run_sync(func, request, abandon_on_cancel=True)  # type: ignore[misc]
+            result = await self._run_sync(_call, func, request, abandon_on_cancel=True)  # type: ignore[misc]
+            if type(result) is _Raised:
+                result.reraise()
         if type(result) is AsyncGeneratorType:
             return result
         return await self.adapt(result)

@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
 import pytest
 from asgi_driver import call
+from rawhttp import connect, read_to_close, send_json, split_response
 
 from agentrun_asgi import AgentRequest, AgentRunServer
+from agentrun_asgi.requests import Request
 from agentrun_asgi.routing import Route, Router
 
 
@@ -82,6 +86,62 @@ def test_a_request_leaves_no_reference_cycle(
     finally:
         if enabled:
             gc.enable()
+
+
+def failing_sync_function(request: AgentRequest) -> str:
+    raise RuntimeError("agent broke")
+
+
+def failing_sync_generator(request: AgentRequest) -> Iterator[str]:
+    yield "partial "
+    raise RuntimeError("agent broke")
+
+
+@pytest.mark.parametrize(
+    "agent", [failing_sync_function, failing_sync_generator], ids=["sync-fn", "sync-gen"]
+)
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/v1/chat/completions", CHAT), ("/v1/chat/completions", CHAT_STREAM),
+     ("/ag-ui/agent", AGUI), ("/v1/responses", RESPONSES)],
+    ids=["chat", "chat-stream", "agui", "responses"],
+)  # fmt: skip
+def test_a_sync_agent_that_raises_leaves_no_request_in_a_cycle(
+    serve: Any, monkeypatch: pytest.MonkeyPatch, agent: Any, path: str, body: bytes
+) -> None:
+    """An exception of the agent's code in a worker thread used to come back through anyio's
+    frame, whose future holds it while the frame is in the exception's own traceback: a cycle
+    keeping each failed request (its body, the agent's frames) until a full collection."""
+    # pytest keeps every log record, the exception and its frames with it: not here.
+    server_logger = logging.getLogger("agentrun_asgi")
+    monkeypatch.setattr(server_logger, "propagate", False)
+    monkeypatch.setattr(server_logger, "handlers", [logging.NullHandler()])
+    server = AgentRunServer(agent)
+
+    def post() -> int:
+        sock = connect(base)
+        try:
+            send_json(sock, path, orjson.loads(body), {"Connection": "close"})
+            return split_response(read_to_close(sock))[0]
+        finally:
+            sock.close()
+
+    with serve(server) as base:
+        post()  # warm: the worker threads, lazy imports
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds is kept, to be looked at
+        try:
+            statuses = {post() for _ in range(5)}
+            deadline = time.monotonic() + 5
+            while server.lifecycle.runs and time.monotonic() < deadline:
+                time.sleep(0.01)
+            gc.collect()
+            kept = sum(type(obj) is Request for obj in gc.garbage)
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    assert statuses <= {200, 500}
+    assert kept == 0, f"{kept} requests were freed only by the cyclic garbage collector"
 
 
 def test_static_paths_take_the_shortcut_and_match_like_the_tree() -> None:

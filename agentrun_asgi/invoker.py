@@ -279,7 +279,9 @@ class Invoker:
         elif self.is_sync_gen:
             result = func(request)  # creating a generator runs none of its code
         else:
-            result = await self._run_sync(_call, func, request, abandon_on_cancel=True)  # type: ignore[misc]
+            result = await self._run_sync(  # type: ignore[misc]
+                _call, func, request, abandon_on_cancel=True
+            )
             if type(result) is _Raised:
                 result.reraise()
         if type(result) is AsyncGeneratorType:

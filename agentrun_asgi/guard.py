@@ -139,9 +139,9 @@ class Run:
                 self.timer.cancel()
             self.timer = self.task.get_loop().call_at(deadline, self._expire)
         elif self.scope is not None:
+            # No reason yet: the scope says when it expired (``stop_error``), and a disconnect
+            # during the grace period must still be free to stop the run at once.
             self.scope.deadline = deadline
-            if shutdown and self.reason is None:
-                self.reason = SHUTDOWN
 
     def release(self) -> None:
         """The request is over: drop the timer, the watcher and the request's link back."""

@@ -422,6 +422,32 @@ def test_disconnect_stops_a_silent_agent_on_the_anyio_path(monkeypatch: pytest.M
     assert not server.lifecycle.runs
 
 
+def test_disconnect_during_the_shutdown_grace_stops_the_run_on_the_anyio_path(
+    serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under another event loop the shutdown puts its deadline on the run's cancel scope; a
+    client that leaves during the grace period must still stop its agent at once, not when the
+    grace period ends (forced on asyncio by hiding the task, under a real uvicorn)."""
+    monkeypatch.setattr(dispatch, "_task_of", lambda loop: None)
+    probe = Probe()
+    handle = LoopHandle()
+    server = AgentRunServer(
+        make_agent("async_gen", probe), shutdown_grace=60, on_startup=[handle.capture]
+    )
+
+    async def begin_shutdown() -> None:
+        server.begin_shutdown()
+
+    with serve(server, timeout_graceful_shutdown=1) as base:
+        sock = connect(base)
+        send_json(sock, "/v1/chat/completions", {**CHAT, "stream": True})
+        read_until(sock, b"tick")
+        handle.run(begin_shutdown())
+        sock.close()
+        assert probe.finalized.wait(5), "the run went on for nobody until the end of the grace"
+        assert wait_for(lambda: not server.lifecycle.runs)
+
+
 def test_disconnect_cancels_agent_under_hypercorn_trio(tmp_path: Any) -> None:
     """hypercorn's trio worker drops a ``send`` to a gone client without an error, so only a
     watcher on ``receive`` can see the client leave."""

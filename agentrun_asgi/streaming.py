@@ -102,7 +102,7 @@ async def run_stream(
     except anyio.get_cancelled_exc_class():
         with anyio.CancelScope(shield=True):
             if items is not None:
-                await aclose(items)
+                await _close_stopped(items)
             await _end_stopped(send, encoder, request)
         raise
     except _SendFailed as failed:
@@ -122,6 +122,15 @@ async def run_stream(
 
 async def _send_last(send: Send, tail: bytes) -> None:
     await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+async def _close_stopped(items: AsyncIterator[Any]) -> None:
+    """Close the agent of a stopped run; what its cleanup raises is logged: the run is still a
+    stopped one, and its stream still ends as such."""
+    try:
+        await aclose(items)
+    except Exception as exc:
+        logger.warning("the agent failed while it was being closed", exc_info=exc)
 
 
 async def _end_stopped(send: Send, encoder: StreamEncoder, request: Request) -> None:
@@ -276,6 +285,12 @@ async def _pump(
     except _SendFailed:
         raise
     except Exception as exc:
+        run = request.run
+        if run is not None and run.reason is not None and run.task is not None:
+            # Stopped, and the agent turned its cancellation into an exception (a ``finally``
+            # that raised): still a stop, ended as one (on asyncio only, as above).
+            logger.warning("the agent failed while it was being stopped", exc_info=exc)
+            raise asyncio.CancelledError from None
         logger.exception("agent failed during a stream")
         try:
             pending.append(encoder.error(error_message(exc)))

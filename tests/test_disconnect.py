@@ -323,6 +323,87 @@ def test_stopped_stream_to_a_client_that_never_reads_is_given_up(
         assert httpx.get(base + "/health").status_code == 200
 
 
+def read_stream_to_its_end(sock: socket.socket) -> bytes:
+    """What is left of a chunked response (its last 64 KiB), read up to its terminator."""
+    tail = b""
+    while b"0\r\n\r\n" not in tail[-64:]:
+        chunk = sock.recv(1 << 20)
+        assert chunk, f"connection closed before the end of the stream: {tail[-300:]!r}"
+        tail = (tail + chunk)[-65536:]
+    return tail
+
+
+def test_an_agent_that_turns_its_stop_into_an_error_still_ends_with_the_stop_frame(
+    serve: Any,
+) -> None:
+    """The stop reaches the agent where it waits, and its cleanup raises instead: the run was
+    still stopped, and the stream ends as a stopped one (the agent's error goes to the log).
+    Written as an agent failure, the last frame was an unbounded write past the deadline."""
+    probe = Probe()
+
+    async def agent(request: AgentRequest) -> AsyncIterator[str]:
+        probe.started.set()
+        yield "first "
+        try:
+            await anyio.sleep(30)
+        finally:
+            probe.done()
+            raise RuntimeError("cleanup failed")
+
+    with serve(AgentRunServer(agent, request_timeout=0.3)) as base:
+        sock = connect(base)
+        send_json(sock, "/v1/chat/completions", {**CHAT, "stream": True})
+        tail = read_stream_to_its_end(sock)
+        sock.close()
+        assert b'"code":"timeout"' in tail
+        assert b"cleanup failed" not in tail
+        assert probe.finalized.is_set()
+
+
+@pytest.mark.parametrize("shape", ["async_gen", "sync_gen"])
+def test_an_agent_whose_cleanup_raises_after_a_stop_still_ends_with_the_stop_frame(
+    serve: Any, shape: str
+) -> None:
+    """Stopped while a big write waits on a slow reader (the agent paused at its ``yield``),
+    the agent is closed and its ``finally`` raises: the stream still ends with the stop's
+    frame, instead of a bare end of body sent by the guard with no deadline left."""
+    probe = Probe()
+    big = "x" * 70_000  # one item past MAX_CHUNK: written on its own, the agent at its yield
+
+    async def async_gen(request: AgentRequest) -> AsyncIterator[str]:
+        probe.started.set()
+        try:
+            while True:
+                yield big
+        finally:
+            probe.done()
+            raise RuntimeError("cleanup failed")
+
+    def sync_gen(request: AgentRequest) -> Iterator[str]:
+        probe.started.set()
+        try:
+            while True:
+                yield big
+        finally:
+            probe.done()
+            raise RuntimeError("cleanup failed")
+
+    agent = async_gen if shape == "async_gen" else sync_gen
+    server = AgentRunServer(agent, request_timeout=0.5)
+    with serve(server) as base:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect((urlsplit(base).hostname, urlsplit(base).port))
+        send_json(sock, "/v1/chat/completions", {**CHAT, "stream": True})
+        read_until(sock, b"xxxx")
+        assert probe.finalized.wait(5), "the run was not stopped at its deadline"
+        tail = read_stream_to_its_end(sock)
+        sock.close()
+        assert b'"code":"timeout"' in tail
+        assert wait_for(lambda: not server.lifecycle.runs)
+
+
 @pytest.mark.parametrize("end", ["hitl", "error"])
 def test_agent_cleanup_after_an_early_end_is_not_taken_for_a_disconnect(
     serve: Any, end: str

@@ -184,6 +184,10 @@ class _Resume:
                     yielded = step.send(sent)
                 except StopIteration as stop:
                     return stop.value
+                finally:
+                    # trio resumes with an outcome: an ``Error`` holds the exception whose
+                    # traceback holds this frame (a cycle, and the request with it).
+                    sent = None
 
 
 async def _unwind(step: Any, exc: BaseException) -> None:

@@ -11,12 +11,15 @@ import asyncio
 import contextlib
 import gc
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import anyio
 import orjson
 import pytest
+from apps.process import free_port
 from asgi_driver import call
 from rawhttp import connect, read_to_close, send_json, split_response
 
@@ -141,6 +144,87 @@ def test_a_sync_agent_that_raises_leaves_no_request_in_a_cycle(
             gc.set_debug(0)
             gc.garbage.clear()
     assert statuses <= {200, 500}
+    assert kept == 0, f"{kept} requests were freed only by the cyclic garbage collector"
+
+
+@contextlib.contextmanager
+def hypercorn_trio(app: Any) -> Iterator[str]:
+    """Serve ``app`` with hypercorn on trio in a thread of this process; yields the base URL."""
+    trio = pytest.importorskip("trio")
+    pytest.importorskip("hypercorn")
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    config = Config()
+    port = free_port()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.loglevel = "WARNING"
+    ready = threading.Event()
+    handles: dict[str, Any] = {}
+
+    async def main() -> None:
+        handles["stop"] = trio.Event()
+        handles["token"] = trio.lowlevel.current_trio_token()
+        ready.set()
+        await serve(app, config, shutdown_trigger=handles["stop"].wait)
+
+    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            connect(base, timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "hypercorn did not start"
+            time.sleep(0.02)
+    try:
+        yield base
+    finally:
+        trio.from_thread.run_sync(handles["stop"].set, trio_token=handles["token"])
+        thread.join(10)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"), [("/v1/chat/completions", CHAT_STREAM), ("/ag-ui/agent", AGUI)],
+    ids=["chat-stream", "agui"],
+)  # fmt: skip
+def test_a_stream_stopped_on_trio_leaves_no_request_in_a_cycle(path: str, body: bytes) -> None:
+    """On trio the stop reaches the agent through ``_Resume``, which trio resumes by sending
+    an ``Error`` outcome; kept in the frame, it held the ``Cancelled`` whose traceback holds
+    that frame, and with it each stopped request."""
+
+    async def slow(request: AgentRequest) -> AsyncIterator[str]:
+        yield "first "
+        await anyio.sleep(30)
+
+    server = AgentRunServer(slow, request_timeout=0.2)
+
+    def post() -> bytes:
+        sock = connect(base)
+        try:
+            send_json(sock, path, orjson.loads(body), {"Connection": "close"})
+            return read_to_close(sock)
+        finally:
+            sock.close()
+
+    with hypercorn_trio(server) as base:
+        post()  # warm
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds is kept, to be looked at
+        try:
+            tails = [post()[-300:] for _ in range(3)]
+            deadline = time.monotonic() + 5
+            while server.lifecycle.runs and time.monotonic() < deadline:
+                time.sleep(0.01)
+            gc.collect()
+            kept = sum(type(obj) is Request for obj in gc.garbage)
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    assert all(b"timeout" in tail for tail in tails), tails
     assert kept == 0, f"{kept} requests were freed only by the cyclic garbage collector"
 
 

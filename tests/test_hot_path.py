@@ -91,6 +91,15 @@ def test_a_request_leaves_no_reference_cycle(
             gc.enable()
 
 
+def requests_of(base_url: str, objects: list[Any]) -> int:
+    """How many of ``objects`` are requests served at ``base_url`` (not another test's)."""
+    port = int(base_url.rsplit(":", 1)[1])
+    return sum(
+        type(obj) is Request and (obj.scope.get("server") or (None, None))[1] == port
+        for obj in objects
+    )
+
+
 def failing_sync_function(request: AgentRequest) -> str:
     raise RuntimeError("agent broke")
 
@@ -139,7 +148,7 @@ def test_a_sync_agent_that_raises_leaves_no_request_in_a_cycle(
             while server.lifecycle.runs and time.monotonic() < deadline:
                 time.sleep(0.01)
             gc.collect()
-            kept = sum(type(obj) is Request for obj in gc.garbage)
+            kept = requests_of(base, gc.garbage)
         finally:
             gc.set_debug(0)
             gc.garbage.clear()
@@ -220,7 +229,7 @@ def test_a_stream_stopped_on_trio_leaves_no_request_in_a_cycle(path: str, body: 
             while server.lifecycle.runs and time.monotonic() < deadline:
                 time.sleep(0.01)
             gc.collect()
-            kept = sum(type(obj) is Request for obj in gc.garbage)
+            kept = requests_of(base, gc.garbage)
         finally:
             gc.set_debug(0)
             gc.garbage.clear()

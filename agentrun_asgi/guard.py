@@ -265,8 +265,16 @@ class Lifecycle:
         if not self.runs and self._idle is not None:
             self._idle.set()
 
+    def _drop_orphans(self) -> None:
+        """Forget the requests left in flight by a loop closed mid-request: they can never end
+        (nor be stopped: no timer can be set on a closed loop)."""
+        runs = self.runs
+        for key in [k for k in runs if isinstance(k, asyncio.Task) and k.get_loop().is_closed()]:
+            del runs[key]
+
     def reopen(self) -> None:
         """Serve again (a startup after a shutdown, as when one app object is served twice)."""
+        self._drop_orphans()
         self.closing = False
         self._idle = None
         self.sweeping = None
@@ -283,6 +291,7 @@ class Lifecycle:
             return
         self.closing = True
         self._idle = anyio.Event()
+        self._drop_orphans()
         deadline = anyio.current_time() + self.grace  # the loop's clock, as timers use
         for key, request in list(self.runs.items()):
             self.run_of(key, request).set_deadline(deadline, shutdown=True)

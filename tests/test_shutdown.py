@@ -4,6 +4,7 @@ protocol's final error frame; lifespan hooks and the ``lifespan`` context manage
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +17,7 @@ import orjson
 import pytest
 import uvicorn
 from asgi_driver import call
+from conftest import run_server
 from rawhttp import sse_payloads
 
 from agentrun_asgi import AgentRequest, AgentRunServer
@@ -200,6 +202,28 @@ def test_grace_then_final_frame_in_process(protocol: str) -> None:
 
 
 # -- real uvicorn ------------------------------------------------------------------------------
+
+
+def test_shutdown_after_a_loop_was_closed_mid_request() -> None:
+    """A request left in flight by a loop closed without finishing it (a thread that died, say)
+    can never end: it must not make a later shutdown fail (its deadline cannot be set on a
+    closed loop), which skipped the shutdown hooks and the ``lifespan`` exit."""
+    hooks: list[str] = []
+    server = AgentRunServer(Endless().agent, shutdown_grace=1,
+                            on_shutdown=[lambda: hooks.append("shutdown")])  # fmt: skip
+    abandoned = asyncio.new_event_loop()
+    task = abandoned.create_task(call(server, "POST", "/v1/chat/completions", chat_body(True)))
+    abandoned.run_until_complete(asyncio.sleep(0.05))  # in flight, streaming
+    abandoned.close()  # without finishing it
+    assert server.lifecycle.runs
+
+    with run_server(server) as base:
+        assert httpx.get(base + "/health").status_code == 200
+    assert hooks == ["shutdown"]
+    assert not server.lifecycle.runs
+    with contextlib.suppress(BaseException):
+        task.get_coro().close()
+    task._log_destroy_pending = False  # type: ignore[attr-defined]  # it was left on purpose
 
 
 @contextmanager

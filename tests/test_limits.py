@@ -166,13 +166,14 @@ def test_non_stream_timeout_is_504(serve: Any) -> None:
         assert slow.finalized.wait(2)
 
 
-@pytest.mark.parametrize("shape", ["function", "generator"])
+@pytest.mark.parametrize("shape", ["function", "generator", "raises"])
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
 def test_non_stream_timeout_is_504_even_if_the_agent_swallows_it(
     serve: Any, path: str, shape: str
 ) -> None:
     """Agent code that takes the ``CancelledError`` (a bare ``except``, a retrying library) and
-    returns: its late answer must not go out as a 200 after the deadline."""
+    returns, or raises an error of its own instead: its late answer must not go out as a 200
+    after the deadline, nor its error as the 500 of an agent failure."""
     finished = threading.Event()
 
     async def swallow() -> None:
@@ -192,7 +193,14 @@ def test_non_stream_timeout_is_504_even_if_the_agent_swallows_it(
         finished.set()
         yield "late"
 
-    agent = function if shape == "function" else generator
+    async def raises(request: AgentRequest) -> str:
+        try:
+            await asyncio.sleep(5)
+        finally:
+            finished.set()
+            raise RuntimeError("cleanup failed")
+
+    agent = {"function": function, "generator": generator, "raises": raises}[shape]
     body = CHAT if path.endswith("completions") else {"input": "hi"}
     with serve(AgentRunServer(agent, request_timeout=0.3)) as base:
         r = httpx.post(base + path, json=body, timeout=10)

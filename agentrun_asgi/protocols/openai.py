@@ -386,6 +386,8 @@ class OpenAIProtocolHandler(ProtocolHandler):
                     error = (unsendable(exc), None)
                     raise
         except Exception as exc:
+            if request.run is not None:
+                raise_if_stopped(request)  # the agent turned its stop into an error: a stop
             logger.exception("agent failed")
             if error is None:
                 error = (error_message(exc), None)

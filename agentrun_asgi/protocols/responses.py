@@ -488,7 +488,7 @@ class OpenAIResponsesProtocolHandler(ProtocolHandler):
             collector.error = (error_message(exc), None)
         finally:
             await events.aclose()
-        if request.run is not None:
+        if request.run is not None:  # stopped, and the agent returned or raised all the same
             raise_if_stopped(request)
         payload = b""
         if collector.error is None:

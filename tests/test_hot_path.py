@@ -13,8 +13,8 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
 
 import anyio
 import orjson
@@ -26,6 +26,8 @@ from rawhttp import connect, read_to_close, send_json, split_response
 from agentrun_asgi import AgentRequest, AgentRunServer
 from agentrun_asgi.requests import Request
 from agentrun_asgi.routing import Route, Router
+
+_R = TypeVar("_R")
 
 
 async def tokens(request: AgentRequest) -> AsyncIterator[str]:
@@ -100,6 +102,26 @@ def requests_of(base_url: str, objects: list[Any]) -> int:
     )
 
 
+def requests_left_in_cycles(
+    server: AgentRunServer, base_url: str, request: Callable[[], _R], count: int
+) -> tuple[list[_R], int]:
+    """Make ``count`` requests (after one to warm up) and count the server's ``Request``
+    objects that only the cyclic garbage collector could free."""
+    request()  # warm: the worker threads, lazy imports
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds is kept, to be looked at
+    try:
+        results = [request() for _ in range(count)]
+        deadline = time.monotonic() + 5
+        while server.lifecycle.runs and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gc.collect()
+        return results, requests_of(base_url, gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
 def failing_sync_function(request: AgentRequest) -> str:
     raise RuntimeError("agent broke")
 
@@ -139,20 +161,8 @@ def test_a_sync_agent_that_raises_leaves_no_request_in_a_cycle(
             sock.close()
 
     with serve(server) as base:
-        post()  # warm: the worker threads, lazy imports
-        gc.collect()
-        gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds is kept, to be looked at
-        try:
-            statuses = {post() for _ in range(5)}
-            deadline = time.monotonic() + 5
-            while server.lifecycle.runs and time.monotonic() < deadline:
-                time.sleep(0.01)
-            gc.collect()
-            kept = requests_of(base, gc.garbage)
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-    assert statuses <= {200, 500}
+        results, kept = requests_left_in_cycles(server, base, post, 5)
+    assert set(results) <= {200, 500}
     assert kept == 0, f"{kept} requests were freed only by the cyclic garbage collector"
 
 
@@ -220,19 +230,8 @@ def test_a_stream_stopped_on_trio_leaves_no_request_in_a_cycle(path: str, body: 
             sock.close()
 
     with hypercorn_trio(server) as base:
-        post()  # warm
-        gc.collect()
-        gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds is kept, to be looked at
-        try:
-            tails = [post()[-300:] for _ in range(3)]
-            deadline = time.monotonic() + 5
-            while server.lifecycle.runs and time.monotonic() < deadline:
-                time.sleep(0.01)
-            gc.collect()
-            kept = requests_of(base, gc.garbage)
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
+        results, kept = requests_left_in_cycles(server, base, post, 3)
+    tails = [result[-300:] for result in results]
     assert all(b"timeout" in tail for tail in tails), tails
     assert kept == 0, f"{kept} requests were freed only by the cyclic garbage collector"
 

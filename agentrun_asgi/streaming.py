@@ -36,6 +36,7 @@ MAX_CHUNK = 64 * 1024
 #: run is over by then; past this its task, buffers and place in shutdown's drain are let go.
 LAST_WRITE_TIMEOUT = 2.0
 
+
 class StreamEncoder(Protocol):
     """What a protocol's streaming encoder provides (see ``protocols/openai.py``)."""
 

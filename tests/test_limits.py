@@ -262,3 +262,46 @@ def test_fast_runs_unaffected_by_timeout() -> None:
 def test_timeout_must_be_positive(bad: float) -> None:
     with pytest.raises(ValueError, match="request_timeout"):
         AgentRunServer(ok_agent, request_timeout=bad)
+
+
+# -- worker threads ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tokens", [None, 60])
+def test_sync_agents_share_anyio_threads_and_the_cap_can_be_raised(
+    serve: Any, tokens: int | None
+) -> None:
+    """Sync agents run on anyio's worker threads, 40 at once by default (README, "Write an
+    agent"); the README's startup hook raises the cap for agents that wait on slow calls."""
+    import anyio.to_thread
+
+    barrier = threading.Barrier(50, timeout=3)  # passes only with 50 agents running at once
+
+    def waiting(request: AgentRequest) -> str:
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            return "alone"
+        return "together"
+
+    async def more_threads() -> None:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = tokens or 40
+
+    server = AgentRunServer(waiting, on_startup=[more_threads])
+    with serve(server) as base:
+
+        async def main() -> list[str]:
+            async with httpx.AsyncClient(base_url=base, timeout=20) as client:
+
+                async def one() -> str:
+                    r = await client.post("/v1/chat/completions", json=CHAT)
+                    return str(r.json()["choices"][0]["message"]["content"])
+
+                return list(await asyncio.gather(*(one() for _ in range(50))))
+
+        results = asyncio.run(main())
+    assert len(results) == 50
+    if tokens is None:
+        assert "alone" in results  # 40 threads: the 50 never ran at once
+    else:
+        assert set(results) == {"together"}

@@ -36,6 +36,7 @@ from agentrun_asgi import (
     EventType,
     MessageRole,
     OpenAIProtocolHandler,
+    ToolCall,
 )
 from agentrun_asgi.protocols.agui import AGUIStreamEncoder
 
@@ -242,13 +243,47 @@ def test_result_for_unannounced_call_and_result_chunks() -> None:
         E(T.TOOL_RESULT, {"id": "x", "name": "search", "result": "end"}),
         E(T.TOOL_RESULT_CHUNK, {"id": "y", "delta": "never finished"}),
     ])  # fmt: skip
-    assert types(events)[1:] == ["TOOL_CALL_START", "TOOL_CALL_END", "TOOL_CALL_RESULT",
-                                 "TOOL_CALL_START", "TOOL_CALL_END", "TOOL_CALL_RESULT",
-                                 "RUN_FINISHED"]  # fmt: skip
+    assert types(events)[1:] == ["TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_END",
+                                 "TOOL_CALL_RESULT", "TOOL_CALL_START", "TOOL_CALL_ARGS",
+                                 "TOOL_CALL_END", "TOOL_CALL_RESULT", "RUN_FINISHED"]  # fmt: skip
     assert events[1]["toolCallName"] == "search"
     results = of_type(events, "TOOL_CALL_RESULT")
     assert [r["content"] for r in results] == ["part one, part two, end", "never finished"]
     assert results[0]["messageId"] != results[1]["messageId"]
+
+
+def client_arguments(events: list[dict[str, Any]]) -> dict[str, str]:
+    """Each call's ``function.arguments`` as the official client rebuilds it: the TOOL_CALL_ARGS
+    deltas of its id, joined (a call with none keeps the "" its START gave it)."""
+    calls: dict[str, str] = {}
+    for e in events:
+        if e["type"] == "TOOL_CALL_START":
+            calls.setdefault(e["toolCallId"], "")
+        elif e["type"] == "TOOL_CALL_ARGS":
+            calls[e["toolCallId"]] += e["delta"]
+    return calls
+
+
+def test_tool_call_without_arguments_gets_an_empty_object() -> None:
+    """A whole call with no arguments sends "{}", as the OpenAI protocols do: with no
+    TOOL_CALL_ARGS the client keeps the call's arguments "", which ``JSON.parse`` (and every
+    consumer that parses a history's arguments to send them to a model) rejects. The same for a
+    call made up for a result; a streamed call that has its arguments gets nothing more."""
+    events = encode_run([
+        E(T.TOOL_CALL, {"id": "a", "name": "now"}),
+        E(T.TOOL_CALL, {"id": "b", "name": "now", "args": ""}),
+        E(T.TOOL_CALL, {"id": "c", "name": "now", "args": {}}),
+        *AgentResponse(tool_calls=[ToolCall(id="d", name="now")]).to_events(),
+        E(T.TOOL_RESULT, {"id": "e", "name": "now", "result": "made up"}),
+        E(T.TOOL_RESULT_CHUNK, {"id": "f", "delta": "flushed at the end"}),
+        E(T.TOOL_CALL_CHUNK, {"id": "g", "name": "f", "args_delta": '{"q":1}'}),
+        E(T.TOOL_CALL, {"id": "g", "name": "f"}),  # ends the streamed call: no "{}" appended
+        E(T.TOOL_CALL, {"id": "h", "name": "f", "args": '{"x":2}'}),
+    ])  # fmt: skip
+    calls = client_arguments(events)
+    assert calls == {"a": "{}", "b": "{}", "c": "{}", "d": "{}", "e": "{}", "f": "{}",
+                     "g": '{"q":1}', "h": '{"x":2}'}  # fmt: skip
+    assert all(isinstance(orjson.loads(args), dict) for args in calls.values())
 
 
 def test_reasoning_then_text() -> None:

@@ -24,7 +24,10 @@ The encoder's state machine (h11-style: one state at a time; FINISHED is termina
   a result for its id, text or reasoning (the model has moved on), or the end of the run. The
   state is IDLE again when no call is left open. A chunk for a call already ended starts it anew,
   with the name and parent of its first START (1.0: a reopening start must agree with it).
-- A result for a call never announced gets its START/END made up first; result chunks are
+- A call that the agent gives no arguments (a whole ``TOOL_CALL`` without ``args``, or one made
+  up for a result) gets ``"{}"``, as the OpenAI protocols send: the client would otherwise keep
+  ``""``, which no JSON parser reads.
+- A result for a call never announced gets its START/ARGS/END made up first; result chunks are
   buffered and prepended to the result (flushed as a result of their own at the end of the run).
 - FINISHED: ``RUN_FINISHED`` or ``RUN_ERROR`` sent; every later item encodes to ``b""``.
 
@@ -378,6 +381,8 @@ class AGUIStreamEncoder:
         fragment = self._calls.get(call_id)
         if fragment is None:
             fragment = self._calls[call_id] = b'"toolCallId":' + _dumps(call_id)
+            if whole and not args and call_id not in self._seen_calls:
+                args = "{}"  # a whole call with no arguments: an empty object, as OpenAI sends
             head = self._seen_calls.setdefault(call_id, (str(name or ""), self._parent))
             start = {"type": "TOOL_CALL_START", "toolCallId": call_id, "toolCallName": head[0]}
             if head[1] is not None:
@@ -410,13 +415,14 @@ class AGUIStreamEncoder:
                      name: Any = None) -> bytes:  # fmt: skip
         out = self._close_call(call_id)
         if call_id not in self._seen_calls:
-            # A result for a call never announced: make up its START/END, so that
+            # A result for a call never announced: make up its START/ARGS/END, so that
             # the result answers a call the client has seen.
             self._seen_calls[call_id] = (str(name or ""), None)
             fragment = _dumps({"type": "TOOL_CALL_START", "toolCallId": call_id,
                                "toolCallName": str(name or "")})  # fmt: skip
-            out += b"data: " + fragment + b'\n\ndata: {"type":"TOOL_CALL_END","toolCallId":' \
-                + _dumps(call_id) + _END  # fmt: skip
+            ids = b'"toolCallId":' + _dumps(call_id)
+            out += b"data: " + fragment + b'\n\ndata: {"type":"TOOL_CALL_ARGS",' + ids \
+                + b',"delta":"{}"}\n\ndata: {"type":"TOOL_CALL_END",' + ids + _END  # fmt: skip
         self._parent = None
         parts = self._result_parts.pop(call_id, None)
         if parts:

@@ -286,6 +286,27 @@ def test_tool_call_without_arguments_gets_an_empty_object() -> None:
     assert all(isinstance(orjson.loads(args), dict) for args in calls.values())
 
 
+def test_buffered_result_chunks_are_sent_before_run_error() -> None:
+    """Result chunks buffered when the run fails are still the tool's output: they go out as its
+    result before RUN_ERROR, as they do before RUN_FINISHED, instead of being dropped."""
+    for fail in ("event", "error()"):
+        encoder = AGUIStreamEncoder("t", "r")
+        out = encoder.start()
+        out += encoder.encode(E(T.TOOL_CALL, {"id": "c", "name": "search", "args": "{}"}))
+        out += encoder.encode(E(T.TOOL_RESULT_CHUNK, {"id": "c", "delta": "partial "}))
+        out += encoder.encode(E(T.TOOL_RESULT_CHUNK, {"id": "c", "delta": "output"}))
+        out += encoder.encode(E(T.TOOL_RESULT_CHUNK, {"id": "u", "delta": "unannounced"}))
+        if fail == "event":
+            out += encoder.encode(E(T.ERROR, {"message": "tool crashed"}))
+        else:
+            out += encoder.error("tool crashed")
+        assert encoder.done
+        events = verify(parse_sse(out))
+        assert [(r["toolCallId"], r["content"]) for r in of_type(events, "TOOL_CALL_RESULT")] \
+            == [("c", "partial output"), ("u", "unannounced")]  # fmt: skip
+        assert events[-1] == {"type": "RUN_ERROR", "message": "tool crashed"}
+
+
 def test_reasoning_then_text() -> None:
     events = encode_run([E(T.REASONING, {"delta": "Think"}), E(T.REASONING, {"delta": "ing."}),
                          E(T.REASONING, {"delta": ""}), "Answer."])  # fmt: skip

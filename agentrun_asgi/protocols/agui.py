@@ -28,7 +28,8 @@ The encoder's state machine (h11-style: one state at a time; FINISHED is termina
   up for a result) gets ``"{}"``, as the OpenAI protocols send: the client would otherwise keep
   ``""``, which no JSON parser reads.
 - A result for a call never announced gets its START/ARGS/END made up first; result chunks are
-  buffered and prepended to the result (flushed as a result of their own at the end of the run).
+  buffered and prepended to the result (flushed as a result of their own at the end of the run,
+  before ``RUN_FINISHED`` or ``RUN_ERROR``).
 - FINISHED: ``RUN_FINISHED`` or ``RUN_ERROR`` sent; every later item encodes to ``b""``.
 
 A tool call that opens right after a text message names it as ``parentMessageId``, so the
@@ -190,9 +191,10 @@ class AGUIStreamEncoder:
         return self._finish(None)
 
     def error(self, message: str, code: str | None = None) -> bytes:
+        """Close what is open, flush buffered tool results, then ``RUN_ERROR``."""
         if self.done:
             return b""
-        out = self._enter(_IDLE)
+        out = self._enter(_IDLE) + self._flush_results()
         payload: dict[str, Any] = {"type": "RUN_ERROR", "message": message}
         if code is not None:
             payload["code"] = str(code)
@@ -219,12 +221,18 @@ class AGUIStreamEncoder:
         if usage:
             payload["usage"] = usage
         finished = _frame(payload, addition)  # serialised before any state changes
-        out = self._enter(_IDLE)
-        for call_id in list(self._result_parts):
-            out += self._tool_result(call_id, "", None)
+        out = self._enter(_IDLE) + self._flush_results()
         self._state = _FINISHED
         self.done = True
         return out + finished
+
+    def _flush_results(self) -> bytes:
+        """Buffered result chunks no result came for, each sent as its call's result: at the end
+        of the run, failed or not, they are still the tool's output."""
+        out = b""
+        for call_id in list(self._result_parts):
+            out += self._tool_result(call_id, "", None)
+        return out
 
     # -- the state machine ---------------------------------------------------------------------
 

@@ -236,6 +236,34 @@ def test_reopened_tool_call_repeats_its_name_and_parent() -> None:
                               "parentMessageId": events[1]["messageId"]}  # fmt: skip
 
 
+def test_streamed_call_named_after_its_first_chunk_keeps_its_name() -> None:
+    """1.0 names a call on its TOOL_CALL_START, and the client never renames an open call: a
+    call streamed without a name is held until a chunk brings it (as OpenAI's client appends a
+    late name), or started nameless when it ends without one."""
+    events = encode_run([
+        "Looking. ",
+        E(T.TOOL_CALL_CHUNK, {"id": "a", "args_delta": '{"q":'}, addition={"timestamp": 1}),
+        E(T.TOOL_CALL_CHUNK, {"id": "b", "name": "clock", "args_delta": "{}"}),
+        E(T.TOOL_CALL_CHUNK, {"id": "a", "args_delta": '"x"'}),
+        E(T.TOOL_CALL_CHUNK, {"id": "a", "name": "search", "args_delta": "}"}),
+        E(T.TOOL_CALL_CHUNK, {"id": "c", "args_delta": "{}"}),  # never named
+        E(T.TOOL_RESULT, {"id": "a", "result": "found"}),
+    ])  # fmt: skip
+    starts = {e["toolCallId"]: e for e in of_type(events, "TOOL_CALL_START")}
+    parent = events[1]["messageId"]
+    assert starts == {
+        "a": {"type": "TOOL_CALL_START", "toolCallId": "a", "toolCallName": "search",
+              "parentMessageId": parent, "timestamp": 1},
+        "b": {"type": "TOOL_CALL_START", "toolCallId": "b", "toolCallName": "clock",
+              "parentMessageId": parent},
+        "c": {"type": "TOOL_CALL_START", "toolCallId": "c", "toolCallName": "",
+              "parentMessageId": parent},
+    }  # fmt: skip
+    assert client_arguments(events) == {"a": '{"q":"x"}', "b": "{}", "c": "{}"}
+    kinds = [(e["type"], e.get("toolCallId")) for e in events]
+    assert kinds.index(("TOOL_CALL_START", "b")) < kinds.index(("TOOL_CALL_START", "a"))
+
+
 def test_result_for_unannounced_call_and_result_chunks() -> None:
     events = encode_run([
         E(T.TOOL_RESULT_CHUNK, {"id": "x", "delta": "part one, "}),

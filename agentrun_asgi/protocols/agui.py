@@ -23,7 +23,10 @@ The encoder's state machine (h11-style: one state at a time; FINISHED is termina
   once; a call streamed by ``TOOL_CALL_CHUNK`` stays open until it is done: a ``TOOL_CALL`` or
   a result for its id, text or reasoning (the model has moved on), or the end of the run. The
   state is IDLE again when no call is left open. A chunk for a call already ended starts it anew,
-  with the name and parent of its first START (1.0: a reopening start must agree with it).
+  with the name and parent of its first START (1.0: a reopening start must agree with it). A
+  call streamed without a name holds its START, and buffers its arguments, until a chunk names
+  it (1.0 names a call on START only, and the client never renames an open call); a call that
+  ends unnamed starts with the name "".
 - A call that the agent gives no arguments (a whole ``TOOL_CALL`` without ``args``, or one made
   up for a result) gets ``"{}"``, as the OpenAI protocols send: the client would otherwise keep
   ``""``, which no JSON parser reads.
@@ -143,7 +146,7 @@ class AGUIStreamEncoder:
     """
 
     __slots__ = (
-        "_calls", "_ids", "_last_call", "_parent", "_parent_run", "_reasoning_content",
+        "_calls", "_held", "_ids", "_last_call", "_parent", "_parent_run", "_reasoning_content",
         "_reasoning_end", "_reasoning_id", "_result_parts", "_run_id", "_seen_calls", "_started",
         "_state", "_text_content", "_text_end", "_text_id", "_thread_id", "done", "result", "usage",
     )  # fmt: skip
@@ -163,6 +166,9 @@ class AGUIStreamEncoder:
         # call id -> (toolCallName, parentMessageId) of its first START: a reopened call repeats
         # them (1.0: a reopening start MUST agree with the call it reopens).
         self._seen_calls: dict[str, tuple[str, str | None]] = {}
+        # open streamed call id -> (parentMessageId, START addition, argument deltas) of a call
+        # whose START waits for its name (1.0 names a call on START; the client never renames)
+        self._held: dict[str, tuple[str | None, dict[str, Any] | None, list[str]]] = {}
         self._last_call: str | None = None
         self._parent: str | None = None  # the text message that tool calls now follow
         self._result_parts: dict[str, list[str]] = {}
@@ -249,7 +255,9 @@ class AGUIStreamEncoder:
         elif current == _REASONING:
             out += self._reasoning_end
         elif current == _TOOLS:
-            for fragment in self._calls.values():
+            for call_id, fragment in self._calls.items():
+                if self._held and call_id in self._held:
+                    out += self._release(call_id, None)
                 out += b'data: {"type":"TOOL_CALL_END",' + fragment + _END
             self._calls.clear()
         if state == _TEXT:
@@ -387,19 +395,26 @@ class AGUIStreamEncoder:
             call_id = _new_id("call_")
         out = self._enter(_TOOLS)
         fragment = self._calls.get(call_id)
+        held = self._held.get(call_id) if self._held else None
         if fragment is None:
             fragment = self._calls[call_id] = b'"toolCallId":' + _dumps(call_id)
-            if whole and not args and call_id not in self._seen_calls:
-                args = "{}"  # a whole call with no arguments: an empty object, as OpenAI sends
-            head = self._seen_calls.setdefault(call_id, (str(name or ""), self._parent))
-            start = {"type": "TOOL_CALL_START", "toolCallId": call_id, "toolCallName": head[0]}
-            if head[1] is not None:
-                start["parentMessageId"] = head[1]
-            out += _frame(start, addition)
+            if call_id in self._seen_calls:  # reopened: its first START's name and parent
+                out += self._start(call_id, None, None, addition)
+            elif whole or name:
+                if whole and not args:
+                    args = "{}"  # a whole call with no arguments: an empty object, as OpenAI sends
+                out += self._start(call_id, name, self._parent, addition)
+            else:  # streamed without a name yet: START waits for a chunk that brings it
+                held = self._held[call_id] = (self._parent, addition, [])
             addition = None
+        elif held is not None and (name or whole):
+            out += self._release(call_id, name)
+            held = None
         self._last_call = call_id
         if args:
-            if addition:
+            if held is not None:
+                held[2].append(args)
+            elif addition:
                 out += _frame({"type": "TOOL_CALL_ARGS", "toolCallId": call_id,
                                "delta": args}, addition)  # fmt: skip
             else:
@@ -409,11 +424,32 @@ class AGUIStreamEncoder:
             out += self._close_call(call_id)
         return out
 
+    def _start(self, call_id: str, name: Any, parent: str | None,
+               addition: dict[str, Any] | None) -> bytes:  # fmt: skip
+        """``TOOL_CALL_START``; a call started before repeats its first name and parent."""
+        head = self._seen_calls.setdefault(call_id, (str(name or ""), parent))
+        start = {"type": "TOOL_CALL_START", "toolCallId": call_id, "toolCallName": head[0]}
+        if head[1] is not None:
+            start["parentMessageId"] = head[1]
+        return _frame(start, addition)
+
+    def _release(self, call_id: str, name: Any) -> bytes:
+        """The START of a held call (named ``name``, or nameless at its end) and its arguments
+        so far, in one ``TOOL_CALL_ARGS``."""
+        parent, addition, parts = self._held.pop(call_id)
+        out = self._start(call_id, name, parent, addition)
+        if parts:
+            out += b'data: {"type":"TOOL_CALL_ARGS","toolCallId":' + _dumps(call_id) \
+                + b',"delta":' + _dumps("".join(parts)) + _END  # fmt: skip
+        return out
+
     def _close_call(self, call_id: str) -> bytes:
         """``TOOL_CALL_END`` for ``call_id`` if it is open; text and reasoning close too."""
         out = self._head() if self._state == _TOOLS else self._enter(_IDLE)
         fragment = self._calls.pop(call_id, None)
         if fragment is not None:
+            if self._held and call_id in self._held:
+                out += self._release(call_id, None)
             out += b'data: {"type":"TOOL_CALL_END",' + fragment + _END
             if not self._calls:
                 self._state = _IDLE

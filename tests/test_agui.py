@@ -248,6 +248,8 @@ def test_streamed_call_named_after_its_first_chunk_keeps_its_name() -> None:
         E(T.TOOL_CALL_CHUNK, {"id": "a", "name": "search", "args_delta": "}"}),
         E(T.TOOL_CALL_CHUNK, {"id": "c", "args_delta": "{}"}),  # never named
         E(T.TOOL_RESULT, {"id": "a", "result": "found"}),
+        E(T.TOOL_CALL_CHUNK, {"id": "d", "args_delta": "{}"}),
+        E(T.TOOL_RESULT, {"id": "d", "name": "lookup", "result": "named by its result"}),
     ])  # fmt: skip
     starts = {e["toolCallId"]: e for e in of_type(events, "TOOL_CALL_START")}
     parent = events[1]["messageId"]
@@ -258,8 +260,9 @@ def test_streamed_call_named_after_its_first_chunk_keeps_its_name() -> None:
               "parentMessageId": parent},
         "c": {"type": "TOOL_CALL_START", "toolCallId": "c", "toolCallName": "",
               "parentMessageId": parent},
+        "d": {"type": "TOOL_CALL_START", "toolCallId": "d", "toolCallName": "lookup"},
     }  # fmt: skip
-    assert client_arguments(events) == {"a": '{"q":"x"}', "b": "{}", "c": "{}"}
+    assert client_arguments(events) == {"a": '{"q":"x"}', "b": "{}", "c": "{}", "d": "{}"}
     kinds = [(e["type"], e.get("toolCallId")) for e in events]
     assert kinds.index(("TOOL_CALL_START", "b")) < kinds.index(("TOOL_CALL_START", "a"))
 

@@ -443,13 +443,14 @@ class AGUIStreamEncoder:
                 + b',"delta":' + _dumps("".join(parts)) + _END  # fmt: skip
         return out
 
-    def _close_call(self, call_id: str) -> bytes:
-        """``TOOL_CALL_END`` for ``call_id`` if it is open; text and reasoning close too."""
+    def _close_call(self, call_id: str, name: Any = None) -> bytes:
+        """``TOOL_CALL_END`` for ``call_id`` if it is open (a held call started as ``name``);
+        text and reasoning close too."""
         out = self._head() if self._state == _TOOLS else self._enter(_IDLE)
         fragment = self._calls.pop(call_id, None)
         if fragment is not None:
             if self._held and call_id in self._held:
-                out += self._release(call_id, None)
+                out += self._release(call_id, name)
             out += b'data: {"type":"TOOL_CALL_END",' + fragment + _END
             if not self._calls:
                 self._state = _IDLE
@@ -457,7 +458,7 @@ class AGUIStreamEncoder:
 
     def _tool_result(self, call_id: str, text: str, addition: dict[str, Any] | None,
                      name: Any = None) -> bytes:  # fmt: skip
-        out = self._close_call(call_id)
+        out = self._close_call(call_id, name)
         if call_id not in self._seen_calls:
             # A result for a call never announced: make up its START/ARGS/END, so that
             # the result answers a call the client has seen.

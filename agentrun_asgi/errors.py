@@ -27,7 +27,7 @@ class ProtocolError(Exception):
         code: str | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
-        super().__init__(message)
+        Exception.__init__(self, message)  # not super(): a subclass may add a base of its own
         self.status = status
         self.message = message
         self.type = type or ("invalid_request_error" if status < 500 else "server_error")

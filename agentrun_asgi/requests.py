@@ -283,12 +283,8 @@ class InvalidJSON(ProtocolError, orjson.JSONDecodeError):
 
     def __init__(self, error: orjson.JSONDecodeError) -> None:
         orjson.JSONDecodeError.__init__(self, error.msg, error.doc, error.pos)
-        self.status = 400
-        self.message = f"The request body is not valid JSON: {error}"
-        self.type = "invalid_request_error"
-        self.param = None
-        self.code = "invalid_json"
-        self.headers = None
+        message = f"The request body is not valid JSON: {error}"
+        ProtocolError.__init__(self, 400, message, code="invalid_json")
 
 
 def _too_large(limit: int) -> ProtocolError:

@@ -378,6 +378,26 @@ def test_models_retrieve(serve: Any) -> None:
     assert missing.value.body["type"] == "invalid_request_error"  # type: ignore[index]
 
 
+def test_a_request_naming_no_model_gets_the_first_listed(serve: Any) -> None:
+    seen: list[str | None] = []
+
+    def agent(request: AgentRequest) -> str:
+        seen.append(request.model)
+        return "x"
+
+    handler = OpenAIProtocolHandler(models=["team/bot", "team/mini"])
+    with serve(AgentRunServer(agent, protocols=[handler])) as base:
+        url = base + "/v1/chat/completions"
+        whole = httpx.post(url, json={"messages": USER}).json()
+        extra = httpx.post(url, json={"messages": USER, "temperature": 0.5}).json()  # long path
+        stream = httpx.post(url, json={"messages": USER, "stream": True}).text
+        named = httpx.post(url, json={"messages": USER, "model": "team/mini"}).json()
+    assert whole["model"] == extra["model"] == "team/bot"
+    assert '"model":"team/bot"' in stream
+    assert named["model"] == "team/mini"
+    assert seen == ["team/bot", "team/bot", "team/bot", "team/mini"]
+
+
 def test_reasoning_content_stream_and_message(serve: Any) -> None:
     async def agent(request: AgentRequest) -> AsyncIterator[str | AgentEvent]:
         yield AgentEvent(EventType.REASONING, {"delta": "think "})

@@ -63,7 +63,9 @@ def outcome(parse: Any, data: dict[str, Any]) -> Any:
 @settings(max_examples=400, deadline=None)
 @given(data=body)
 def test_the_shortcut_and_the_general_path_agree(data: dict[str, Any]) -> None:
-    assert outcome(parse_chat_request, data) == outcome(_parse_any, data)
+    assert outcome(lambda d: parse_chat_request(d, "dflt"), data) == outcome(
+        lambda d: _parse_any(d, "dflt"), data
+    )
 
 
 def test_the_usual_body_takes_the_shortcut() -> None:

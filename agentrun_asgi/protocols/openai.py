@@ -315,6 +315,8 @@ class OpenAIProtocolHandler(ProtocolHandler):
         self._models_body = _dumps({"object": "list", "data": listed})
         #: ``GET /models/{model}`` (ids may hold a slash): each model's object, encoded once.
         self._model_bodies = {model["id"]: _dumps(model) for model in listed}
+        #: The model a response names when its request names none: one the list has.
+        self.default_model = models[0] if models else DEFAULT_MODEL
 
     def get_prefix(self) -> str | None:
         return "/v1"
@@ -346,7 +348,7 @@ class OpenAIProtocolHandler(ProtocolHandler):
     @sends_request_id
     async def chat_completions(self, request: Request, send: Send) -> None:
         data = parse_object(await request.body(), request.scope)
-        agent_request, include_usage = parse_chat_request(data)
+        agent_request, include_usage = parse_chat_request(data, self.default_model)
         agent_request.raw_request = request
         completion_id = new_id("chatcmpl-")
         created = int(time.time())

@@ -89,8 +89,11 @@ _FIELDS: dict[str, tuple[int, type | None, Callable[[str, Any], Any]]] = {
 }  # fmt: skip
 
 
-def parse_chat_request(data: dict[str, Any]) -> tuple[AgentRequest, bool]:
-    """An ``AgentRequest`` from a parsed body, and whether the client asked for a usage chunk."""
+def parse_chat_request(
+    data: dict[str, Any], default_model: str = DEFAULT_MODEL
+) -> tuple[AgentRequest, bool]:
+    """An ``AgentRequest`` from a parsed body, and whether the client asked for a usage chunk;
+    a body that names no model gets ``default_model``."""
     model = data.get("model")
     stream = data.get("stream")
     messages = data.get("messages")
@@ -103,11 +106,11 @@ def parse_chat_request(data: dict[str, Any]) -> tuple[AgentRequest, bool]:
         and (stream is None or type(stream) is bool)
     ):
         parsed = _messages(messages)
-        return chat_request("openai", parsed, model or DEFAULT_MODEL, stream is True), False
-    return _parse_any(data)
+        return chat_request("openai", parsed, model or default_model, stream is True), False
+    return _parse_any(data, default_model)
 
 
-def _parse_any(data: dict[str, Any]) -> tuple[AgentRequest, bool]:
+def _parse_any(data: dict[str, Any], default_model: str) -> tuple[AgentRequest, bool]:
     """Any body: one pass over the keys it has, not one lookup per known field."""
     args = _DEFAULTS.copy()
     extra: dict[str, Any] = {}
@@ -137,7 +140,7 @@ def _parse_any(data: dict[str, Any]) -> tuple[AgentRequest, bool]:
     if max_completion_tokens is not None and args[_MAX_TOKENS] is None:
         args[_MAX_TOKENS] = max_completion_tokens
     if not args[_MODEL]:
-        args[_MODEL] = DEFAULT_MODEL
+        args[_MODEL] = default_model
     args[_EXTRA] = extra
     return AgentRequest(*args), include_usage
 

@@ -92,7 +92,11 @@ class Tool:
 
 @dataclass(slots=True)
 class Message:
-    """One chat message; ``content`` is a string, None, or OpenAI's list of content parts."""
+    """One chat message; ``content`` is a string, None, or OpenAI's list of content parts.
+
+    ``error`` is set on a tool message whose tool failed (AG-UI's ``ToolMessage.error``), so an
+    agent can tell a failure from a result.
+    """
 
     role: MessageRole
     content: str | list[dict[str, Any]] | None = None
@@ -100,6 +104,7 @@ class Message:
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
     id: str | None = None
+    error: str | None = None
 
     @property
     def text(self) -> str:

@@ -585,6 +585,7 @@ def test_one_text_run_and_request_fields(serve: Any) -> None:
              "toolCalls": [{"id": "c1", "type": "function",
                             "function": {"name": "f", "arguments": "{\"x\":1}"}}]},
             {"id": "t", "role": "tool", "content": "42", "toolCallId": "c1"},
+            {"id": "t2", "role": "tool", "content": "", "toolCallId": "c2", "error": "no network"},
             {"id": "rz", "role": "reasoning", "content": "earlier thoughts"},
             {"role": "user", "content": "again"},
         ],
@@ -608,11 +609,14 @@ def test_one_text_run_and_request_fields(serve: Any) -> None:
     assert request.extra == {"custom_field": [1, 2]} and request.resume is None
     roles = [m.role for m in request.messages]
     assert roles == [MessageRole.SYSTEM, MessageRole.DEVELOPER, MessageRole.USER,
-                     MessageRole.ASSISTANT, MessageRole.TOOL, MessageRole.USER]  # fmt: skip
+                     MessageRole.ASSISTANT, MessageRole.TOOL, MessageRole.TOOL,
+                     MessageRole.USER]  # fmt: skip
     assert request.messages[2].text == "hi" and request.messages[2].id == "u"
     call = request.messages[3].tool_calls[0]  # type: ignore[index]
     assert (call.id, call.name, call.arguments) == ("c1", "f", '{"x":1}')
-    assert request.messages[4].tool_call_id == "c1" and request.messages[5].id is None
+    assert request.messages[4].tool_call_id == "c1" and request.messages[4].error is None
+    assert (request.messages[5].tool_call_id, request.messages[5].error) == ("c2", "no network")
+    assert request.messages[6].id is None
     assert request.last_user_message.text == "again"  # type: ignore[union-attr]
     (tool,) = request.tools  # type: ignore[misc]
     assert (tool.name, tool.description, tool.parameters) == ("f", "does f", {"type": "object"})
@@ -787,6 +791,8 @@ def test_usage_and_result_over_http(serve: Any) -> None:
         ({"tools": [{"function": {"description": "no name"}}]}, "tools[0].function.name"),
         ({"tools": [{"function": {"name": "f", "description": 1}}]},
          "tools[0].function.description"),
+        ({"messages": [{"role": "tool", "content": "", "toolCallId": "c", "error": {"x": 1}}]},
+         "messages[0].error"),
         ({"context": "ctx"}, "context"),
         ({"context": ["ctx"]}, "context[0]"),
         ({"context": [{"description": "tz", "value": {"zone": "UTC"}}]}, "context[0].value"),

@@ -95,6 +95,7 @@ def _parse_message(raw: Any, i: int) -> Message | None:
         tool_calls=None if calls is None else parse_tool_calls(calls, f"{where}.toolCalls"),
         tool_call_id=opt_str(raw, "toolCallId", f"{where}.toolCallId"),
         id=opt_str(raw, "id", f"{where}.id"),
+        error=opt_str(raw, "error", f"{where}.error"),
     )
 
 

@@ -4,7 +4,8 @@
 its metrics in a registry of its own (``server.metrics.registry``), so several servers in one
 process never clash. What is measured, per HTTP request, by :class:`MetricsMiddleware`:
 
-- ``agentrun_requests_total{route,method,status}``: requests answered;
+- ``agentrun_requests_total{route,method,status}``: requests answered (status 499: the client
+  left before any response began);
 - ``agentrun_request_duration_seconds{route,method}``: time until the app was done with the
   request (a stream: until it ended);
 - ``agentrun_streams_in_flight{route}``: ``text/event-stream`` responses still being written;
@@ -27,7 +28,7 @@ from contextvars import ContextVar
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from .middleware.access_log import is_event_stream
+from .middleware.access_log import CLIENT_CLOSED, is_event_stream
 from .requests import Request, route_path
 from .responses import send_bytes, sends_request_id
 from .types import ASGIApp, ASGIMessage, Endpoint, Receive, Scope, Send
@@ -151,9 +152,16 @@ class MetricsMiddleware:
             method = "OTHER"
         observed = _Observed()
         token = _OBSERVED.set(observed)
-        # A response never started is a 500 to the client (the ASGI server sends one).
-        status = 500
+        status: int | None = None
         frames: int | None = None
+        disconnected = False
+
+        async def receive_observed() -> ASGIMessage:
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            return message
 
         async def send_observed(message: ASGIMessage) -> None:
             nonlocal status, frames
@@ -169,9 +177,13 @@ class MetricsMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_observed)
+            await self.app(scope, receive_observed, send_observed)
         finally:
             _OBSERVED.reset(token)
+            if status is None:
+                # No response began: the client left first (499), or the app failed (the
+                # ASGI server answers that with a 500).
+                status = CLIENT_CLOSED if disconnected else 500
             metrics.duration.labels(route, method).observe(perf_counter() - start)
             metrics.requests.labels(route, method, str(status)).inc()
             if frames is not None:

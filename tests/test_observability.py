@@ -354,3 +354,32 @@ def test_opentelemetry_asgi_middleware(serve: Any) -> None:
     assert status == 200
     # The agent runs inside the request's span: its own spans would join the trace.
     assert seen == [span.context.trace_id]
+
+
+def test_client_gone_before_the_response_is_not_a_500(
+    serve: Any, access_records: pytest.LogCaptureFixture
+) -> None:
+    """A client that leaves before any response (a timed-out or stopped JSON request) got no
+    answer at all: logged and counted as 499 (nginx's "client closed request"), not as a 500
+    that would set off the error-rate alerts of a server that did nothing wrong."""
+    pytest.importorskip("prometheus_client")
+    from rawhttp import connect, send_json
+
+    async def slow(request: AgentRequest) -> str:
+        await asyncio.sleep(5)
+        return "late"
+
+    server = AgentRunServer(slow, access_log=True, metrics=True, metrics_public=True)
+    with serve(server) as base:
+        sock = connect(base)
+        send_json(sock, "/v1/chat/completions", {"messages": USER})
+        time.sleep(0.2)  # the run is under way
+        sock.close()
+        (record,) = access(access_records, 1)
+        gone = sample("agentrun_requests_total", route=ROUTE, method="POST", status="499")
+        samples = eventually(lambda: (s := scrape(base, key=None)).get(gone) and s)
+    assert record.status == 499  # type: ignore[attr-defined]
+    assert "status=499 " in record.getMessage()
+    assert samples[gone] == 1
+    assert not any(name == "agentrun_requests_total" and ("status", "500") in labels
+                   for name, labels in samples)  # fmt: skip

@@ -6,7 +6,8 @@ reads ``key=value`` for people, and the same fields are attributes of the record
 structured (JSON) formatter: ``method``, ``path``, ``status``, ``duration_ms``,
 ``bytes_sent``, ``frames`` (SSE frames of a ``text/event-stream`` response, else None),
 ``request_id`` (from :func:`current_request_id`; ``-`` when request ids are off) and
-``client`` (``host:port``).
+``client`` (``host:port``). A client that left before any response began is logged with
+status 499, as nginx does.
 
 The path is the raw request target's path, still percent-encoded, so a crafted path cannot
 break the line apart; the query string is left out (it may carry secrets).
@@ -27,6 +28,9 @@ _MESSAGE = (
     "method=%s path=%s status=%d duration_ms=%.1f bytes_sent=%d frames=%s request_id=%s client=%s"
 )
 _EVENT_STREAM = b"text/event-stream"
+#: The status of a request whose client left before any response began (nginx's "client
+#: closed request"): it was answered nothing, least of all the 500 an error rate counts.
+CLIENT_CLOSED = 499
 
 
 def is_event_stream(message: ASGIMessage) -> bool:
@@ -64,10 +68,17 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send)
             return
         start = perf_counter()
-        # A response never started is a 500 to the client (the ASGI server sends one).
-        status = 500
+        status: int | None = None
         sent = 0
         frames: int | None = None
+        disconnected = False
+
+        async def receive_observed() -> ASGIMessage:
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            return message
 
         async def send_observed(message: ASGIMessage) -> None:
             nonlocal status, sent, frames
@@ -85,8 +96,12 @@ class AccessLogMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_observed)
+            await self.app(scope, receive_observed, send_observed)
         finally:
+            if status is None:
+                # No response began: the client left first, or the app failed (the ASGI
+                # server answers that with a 500).
+                status = CLIENT_CLOSED if disconnected else 500
             duration_ms = (perf_counter() - start) * 1000.0
             request_id = current_request_id()
             path = request_path(scope)

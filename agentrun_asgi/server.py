@@ -259,10 +259,14 @@ class AgentRunServer:
             if self.metrics is not None and metrics_path and metrics_public:
                 open_paths.append(metrics_path)
             layers.append(partial(APIKeyMiddleware, keys=self.api_keys, open_paths=open_paths))
+        #: The access log layer, whose logger :meth:`startup` may change.
+        self._access_log: AccessLogMiddleware | None = None
         if has_layers:
             app: ASGIApp = Dispatcher(self.router, self.lifecycle, max_body_size)
             for layer in reversed(layers):
                 app = layer(app)
+                if isinstance(app, AccessLogMiddleware):
+                    self._access_log = app
             self._http: ASGIApp = app
             self._entry: ASGIApp = self._asgi
         else:
@@ -357,6 +361,11 @@ class AgentRunServer:
             self._exit_stack = stack
             if isinstance(state, Mapping):
                 self.state.update(state)
+        access = self._access_log
+        if access is not None and not access.logger.hasHandlers():
+            # Under a bare ``uvicorn module:app`` nothing configured this package's loggers,
+            # so the lines would be dropped: they go through uvicorn's logger, as the routes do.
+            access.logger = logging.getLogger("uvicorn.error")
         self.log_routes()
         # What is alive now lives as long as the process: frozen, it is left out of every later
         # full collection, each of which would walk it all again. No collection first: it took

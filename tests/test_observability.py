@@ -383,3 +383,25 @@ def test_client_gone_before_the_response_is_not_a_500(
     assert samples[gone] == 1
     assert not any(name == "agentrun_requests_total" and ("status", "500") in labels
                    for name, labels in samples)  # fmt: skip
+
+
+def test_access_log_under_a_bare_uvicorn() -> None:
+    """``uvicorn module:server`` configures uvicorn's loggers only: the access lines, INFO on a
+    logger nobody set up, were dropped without a word (as the route list was, before it went
+    through uvicorn's logger)."""
+    from apps.process import free_port, server_process
+
+    port = free_port()
+    args = ["-m", "uvicorn", "tests.apps.agent_app:logged", "--port", str(port)]
+    with server_process(args, port) as proc:
+        body = {"model": "m", "messages": USER, "stream": True}
+        with httpx.stream("POST", proc.base_url + "/v1/chat/completions", json=body,
+                          headers={"x-request-id": "bare-1"}, timeout=10) as resp:  # fmt: skip
+            resp.read()
+        line = "method=POST path=/v1/chat/completions status=200 "
+        eventually(lambda: line in proc.output())
+        output = proc.output()
+    assert line in output, output
+    (logged,) = [text for text in output.splitlines() if line in text]
+    assert "request_id=bare-1 " in logged
+    assert '"POST /v1/chat/completions HTTP/1.1" 200' in output  # uvicorn's own line stays

@@ -53,3 +53,7 @@ async def endless_agent(request: AgentRequest) -> AsyncIterator[str]:
 
 #: ``tests.apps.agent_app:endless``: an endless stream, and a short grace to stop it in.
 endless = AgentRunServer(endless_agent, shutdown_grace=0.5)
+
+
+#: ``tests.apps.agent_app:logged``: the access log on, with nothing configuring logging.
+logged = AgentRunServer(invoke_agent, access_log=True)

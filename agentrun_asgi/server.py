@@ -136,8 +136,8 @@ class AgentRunServer:
       reads the comma-separated ``AGENTRUN_API_KEYS`` variable, and no keys means no check.
       A refusal is a 401 with an OpenAI error body (``code: "invalid_api_key"``).
     - ``cors_origins``: origins allowed to call from a browser (``["*"]`` for any; None: CORS
-      off). ``cors_allow_headers`` (None: whatever the browser asks) and ``cors_max_age``
-      tune the preflight answer.
+      off). ``cors_allow_headers`` (None: whatever the browser asks; ``Content-Type`` and the
+      other safelisted names always) and ``cors_max_age`` tune the preflight answer.
     - ``request_id``: give each request an id (a valid incoming ``X-Request-ID`` is kept),
       echo it as ``x-request-id`` and prefix the server's log lines of that request with it.
     - ``playground``: serve the built-in chat page at ``playground_path`` (``GET``; open

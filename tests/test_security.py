@@ -195,6 +195,16 @@ def test_preflight_allow_headers_restricted() -> None:
     assert r.header("access-control-allow-headers") == "content-type, authorization"
 
 
+def test_preflight_grants_the_safelisted_header_names() -> None:
+    """A JSON POST sends ``Content-Type: application/json``, which is not a safelisted value, so
+    the browser asks for ``content-type`` in its preflight: ``cors_allow_headers=["Authorization"]``
+    must not refuse it (nor Accept, Accept-Language, Content-Language), as Starlette grants them."""
+    server = AgentRunServer(agent, cors_origins=[ORIGIN], cors_allow_headers=["Authorization"])
+    r = preflight(server, headers="authorization, content-type, accept, x-secret")
+    granted = {h.strip() for h in r.header("access-control-allow-headers").split(",")}  # type: ignore[union-attr]
+    assert granted == {"authorization", "content-type", "accept"}
+
+
 def test_preflight_from_other_origin_gets_no_cors_headers() -> None:
     server = AgentRunServer(agent, cors_origins=[ORIGIN])
     r = preflight(server, origin="https://evil.example.com")

@@ -20,6 +20,10 @@ from ..types import ASGIApp, ASGIMessage, Receive, Scope, Send
 
 # A comma-separated list of header names (RFC 9110 "token" characters): safe to echo back.
 _header_list = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~, -]*").fullmatch
+#: Always granted (Fetch's CORS-safelisted request-header names, as Starlette grants them): a
+#: JSON POST's ``Content-Type: application/json`` is not a safelisted value, so the browser
+#: asks for ``content-type`` in its preflight, and a list without it would refuse every call.
+SAFELISTED_HEADERS = frozenset({"accept", "accept-language", "content-language", "content-type"})
 
 
 class CORSMiddleware:
@@ -52,7 +56,9 @@ class CORSMiddleware:
         #: None: any header the browser asks for is allowed (the official OpenAI JS client
         #: sends a dozen ``x-stainless-*`` headers).
         self.allow_headers = (
-            None if allow_headers is None else frozenset(h.lower() for h in allow_headers)
+            None
+            if allow_headers is None
+            else SAFELISTED_HEADERS | {h.lower() for h in allow_headers}
         )
         allowed_methods = sorted({m.upper() for m in methods} | {"OPTIONS"})
         self._vary = (b"vary", b"Origin")

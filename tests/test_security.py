@@ -226,6 +226,19 @@ def test_actual_response_marked_for_allowed_origin_only() -> None:
     assert plain.header("access-control-allow-origin") is None
 
 
+def test_vary_origin_on_every_response() -> None:
+    """The answer depends on ``Origin`` (Allow-Origin or not), so every response says so, with
+    no Origin or another one too (Fetch standard, "CORS protocol and HTTP caches"; Starlette
+    does the same): else a cache keeps a ``GET /v1/models`` fetched without CORS headers and
+    serves it to the allowed page, which the browser then blocks."""
+    for origins in ([ORIGIN], ["*"]):
+        server = AgentRunServer(agent, cors_origins=origins)
+        for headers in ({}, {"origin": "https://evil.example.com"}, {"origin": ORIGIN}):
+            for method, path in (("GET", "/v1/models"), ("GET", "/nope")):
+                r = run(server, method, path, **headers)
+                assert [v for k, v in r.headers if k == b"vary"] == [b"Origin"], (origins, headers)
+
+
 def test_failed_run_tells_a_browser_client_not_to_retry() -> None:
     """The OpenAI JS client reads ``x-should-retry`` to skip its two retries of a 5xx; in a
     browser it sees only safelisted and exposed headers, so the header must be exposed."""

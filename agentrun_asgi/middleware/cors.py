@@ -4,7 +4,8 @@ A preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) 
 here, on any path, before authentication: browsers send no credentials on a preflight. An
 actual request from an allowed origin gets ``Access-Control-Allow-Origin`` (and ``Vary:
 Origin``) on its response head, streams included. An origin not on the list gets no CORS
-header at all, so the browser keeps the response from the page. Credentialed requests
+header at all, so the browser keeps the response from the page. Every response carries ``Vary:
+Origin``, with no ``Origin`` too (Fetch, "CORS protocol and HTTP caches"). Credentialed requests
 (cookies) are not supported: an API key in ``Authorization`` needs no credentials mode.
 """
 
@@ -75,18 +76,17 @@ class CORSMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         origin = header(scope, b"origin")
-        if origin is None:
-            await self.app(scope, receive, send)
-            return
-        allowed = self.any_origin or origin in self.origins
-        if scope["method"] == "OPTIONS" and header(scope, b"access-control-request-method"):
-            await self._preflight(scope, origin, allowed, send)
-            return
-        if not allowed:
-            await self.app(scope, receive, send)
-            return
-        extra = [(b"access-control-allow-origin", b"*" if self.any_origin else origin),
-                 *self._actual_headers]  # fmt: skip
+        # Without an allowed Origin no CORS header, but ``Vary: Origin`` all the same: the
+        # answer depends on it, and a cache that kept this one must not give it to a page.
+        extra = [self._vary]
+        if origin is not None:
+            allowed = self.any_origin or origin in self.origins
+            if scope["method"] == "OPTIONS" and header(scope, b"access-control-request-method"):
+                await self._preflight(scope, origin, allowed, send)
+                return
+            if allowed:
+                extra = [(b"access-control-allow-origin", b"*" if self.any_origin else origin),
+                         *self._actual_headers]  # fmt: skip
 
         async def send_with_cors(message: ASGIMessage) -> None:
             if message["type"] == "http.response.start":

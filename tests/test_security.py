@@ -239,6 +239,12 @@ def test_vary_origin_on_every_response() -> None:
                 assert [v for k, v in r.headers if k == b"vary"] == [b"Origin"], (origins, headers)
 
 
+def test_an_origin_listed_in_mixed_case_matches_the_browsers_lower_case() -> None:
+    server = AgentRunServer(agent, cors_origins=["https://App.Example.com/"])
+    r = run(server, "GET", "/v1/models", origin="https://app.example.com")
+    assert r.header("access-control-allow-origin") == "https://app.example.com"
+
+
 def test_failed_run_tells_a_browser_client_not_to_retry() -> None:
     """The OpenAI JS client reads ``x-should-retry`` to skip its two retries of a 5xx; in a
     browser it sees only safelisted and exposed headers, so the header must be exposed."""

@@ -51,7 +51,9 @@ class CORSMiddleware:
         max_age: int = 600,
     ) -> None:
         self.app = app
-        cleaned = [o.strip().rstrip("/") for o in origins if o.strip()]
+        # Browsers send an origin serialized in lower case (scheme and host are case-insensitive):
+        # a list written "https://App.Example.com" must still match it.
+        cleaned = [o.strip().rstrip("/").lower() for o in origins if o.strip()]
         self.any_origin = "*" in cleaned
         self.origins = frozenset(o.encode("latin-1") for o in cleaned if o != "*")
         #: None: any header the browser asks for is allowed (the official OpenAI JS client

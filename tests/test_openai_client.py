@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import tool_call_shapes
 from pydantic import BaseModel
 
 from agentrun_asgi import (
@@ -21,6 +22,7 @@ from agentrun_asgi import (
     OpenAIProtocolHandler,
     ToolCall,
 )
+from agentrun_asgi.protocols.openai import ChatCompletionCollector, ChatStreamEncoder
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -273,6 +275,68 @@ def test_non_stream_tool_call_chunks_merged(serve: Any) -> None:
     assert len(calls) == 1
     assert calls[0].function.name == "f"
     assert json.loads(calls[0].function.arguments) == {"a": 1}
+
+
+@pytest.mark.parametrize("shape", list(tool_call_shapes.SHAPES))
+def test_tool_call_chunk_without_id_continues_the_last_call(serve: Any, shape: str) -> None:
+    """The id rule of TOOL_CALL_CHUNK (see tool_call_shapes), the same in the raw stream, the
+    client's stream helper and the JSON form."""
+
+    def agent(request: AgentRequest) -> list[AgentEvent]:
+        return tool_call_shapes.events(shape)
+
+    with serve(AgentRunServer(agent)) as base:
+        oai = client(base)
+        chunks = list(oai.chat.completions.create(model="m", messages=USER, stream=True))
+        with oai.chat.completions.stream(model="m", messages=USER) as stream:
+            helper = stream.get_final_completion().choices[0].message.tool_calls or []
+        whole = oai.chat.completions.create(model="m", messages=USER).choices[0].message
+    raw: dict[int, list[str]] = {}
+    for chunk in chunks:
+        for delta in chunk.choices[0].delta.tool_calls or []:
+            call = raw.setdefault(delta.index, ["", "", ""])
+            if delta.id:
+                assert not call[0], "one id per call"
+                call[0] = delta.id
+            if delta.function is not None:
+                call[1] += delta.function.name or ""
+                call[2] += delta.function.arguments or ""
+    assert sorted(raw) == list(range(len(raw)))
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    tool_call_shapes.check([(i, n, a) for i, n, a in raw.values()], shape)
+    for message in (helper, whole.tool_calls or []):
+        tool_call_shapes.check([(c.id, c.function.name, c.function.arguments)  # type: ignore[union-attr]
+                                for c in message], shape)  # fmt: skip
+
+
+def test_encoder_and_collector_continue_the_last_call_across_text() -> None:
+    """An id-less chunk after text still continues the last call; a whole call without an id is
+    a new call, and a chunk after it continues that one. Stream and collector agree."""
+    E, T = AgentEvent, EventType
+    items: list[Any] = [
+        E(T.TOOL_CALL_CHUNK, {"id": "call_a", "name": "f", "args_delta": '{"x":'}),
+        "between",
+        E(T.TOOL_CALL_CHUNK, {"args_delta": "1}"}),
+        E(T.TOOL_CALL, {"name": "g"}),
+        E(T.TOOL_CALL_CHUNK, {"id": None, "args_delta": ""}),
+    ]
+    encoder = ChatStreamEncoder("chatcmpl-x", 0, "m", False)
+    body = b"".join(encoder.encode(item) for item in items) + encoder.close()
+    streamed: dict[int, list[str]] = {}
+    for frame in body.split(b"\n\n")[:-2]:  # the last is [DONE]
+        for delta in json.loads(frame[6:])["choices"][0]["delta"].get("tool_calls", ()):
+            call = streamed.setdefault(delta["index"], ["", "", ""])
+            call[0] += delta.get("id", "")
+            call[1] += delta.get("function", {}).get("name", "")
+            call[2] += delta.get("function", {}).get("arguments", "")
+    collector = ChatCompletionCollector()
+    for item in items:
+        collector.add(item)
+    collected = [[c["id"], c["function"]["name"], c["function"]["arguments"]]
+                 for c in collector.body("x", 0, "m")["choices"][0]["message"]["tool_calls"]]
+    for calls in (list(streamed.values()), collected):
+        assert [(name, args) for _, name, args in calls] == [("f", '{"x":1}'), ("g", "{}")]
+        assert calls[0][0] == "call_a" and calls[1][0].startswith("call_")
 
 
 # -- usage, reasoning, models ------------------------------------------------------------------

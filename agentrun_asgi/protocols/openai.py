@@ -63,6 +63,16 @@ def chat_usage(usage: Any) -> Any:
             "total_tokens": total}  # fmt: skip
 
 
+def tool_call_id(given: Any, last: str | None, whole: bool) -> str:
+    """The call an event is for: its own id; else, for a chunk, the last call seen (OpenAI's
+    deltas and the AgentRun SDK give the id on a call's first chunk only); else a new id."""
+    if given:
+        return str(given)
+    if last is not None and not whole:
+        return last
+    return new_id("call_")
+
+
 def _error_object(message: str, code: str | None, type_: str = "server_error") -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
@@ -79,6 +89,7 @@ class ChatStreamEncoder:
         "_first",
         "_head",
         "_include_usage",
+        "_last_call",
         "_open",
         "_tools",
         "_unnamed",
@@ -101,6 +112,7 @@ class ChatStreamEncoder:
         self._first = True
         self._tools: dict[str, int] = {}
         self._unnamed: set[str] | None = None  # calls opened before their name came
+        self._last_call: str | None = None
         self._include_usage = include_usage
         self.usage: dict[str, Any] | None = None
         self.finish_reason: str | None = None
@@ -166,7 +178,7 @@ class ChatStreamEncoder:
     ) -> bytes:  # fmt: skip
         if not isinstance(args, str):
             args = _dumps(args).decode()
-        call_id = str(call_id) if call_id else new_id("call_")
+        call_id = self._last_call = tool_call_id(call_id, self._last_call, whole)
         index = self._tools.get(call_id)
         out = b""
         function: dict[str, Any]
@@ -213,12 +225,14 @@ class ChatStreamEncoder:
 class ChatCompletionCollector:
     """Gathers a whole stream into one ``chat.completion`` object (non-stream responses)."""
 
-    __slots__ = ("content", "error", "finish_reason", "reasoning", "tool_calls", "usage")
+    __slots__ = ("_last_call", "content", "error", "finish_reason", "reasoning", "tool_calls",
+                 "usage")  # fmt: skip
 
     def __init__(self) -> None:
         self.content: list[str] = []
         self.reasoning: list[str] = []
         self.tool_calls: dict[str, dict[str, Any]] = {}
+        self._last_call: str | None = None
         self.usage: dict[str, Any] | None = None
         self.finish_reason: str | None = None
         self.error: tuple[str, str | None] | None = None
@@ -251,10 +265,11 @@ class ChatCompletionCollector:
             args = data.get("args" if kind == EventType.TOOL_CALL else "args_delta", "")
             if not isinstance(args, str):
                 args = _dumps(args).decode()
-            call_id = str(data.get("id") or new_id("call_"))
+            whole = kind == EventType.TOOL_CALL
+            call_id = self._last_call = tool_call_id(data.get("id"), self._last_call, whole)
             call = self.tool_calls.get(call_id)
             if call is None:
-                if not args and kind == EventType.TOOL_CALL:
+                if not args and whole:
                     args = "{}"  # a whole call with no arguments: OpenAI sends an empty object
                 call = self.tool_calls[call_id] = {
                     "id": call_id, "type": "function",

@@ -15,6 +15,7 @@ import httpx
 import openai
 import orjson
 import pytest
+import tool_call_shapes
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
@@ -252,6 +253,39 @@ def test_function_call_via_events(serve: Any) -> None:
     assert whole.tools[0].name == "get_weather"  # type: ignore[union-attr]
     tool = seen[0].tools[0]  # type: ignore[index]
     assert (tool.name, tool.type, tool.description) == ("get_weather", "function", "Weather now.")
+
+
+def _calls_of(output: list[Any]) -> list[tuple[str, str, str]]:
+    return [(item.call_id, item.name, item.arguments) for item in output]
+
+
+@pytest.mark.parametrize("shape", list(tool_call_shapes.SHAPES))
+def test_tool_call_chunk_without_id_continues_the_last_call(serve: Any, shape: str) -> None:
+    """The id rule of TOOL_CALL_CHUNK (see tool_call_shapes): one ``function_call`` item per
+    call, in the raw stream, the client's stream helper and the JSON form."""
+
+    def agent(request: AgentRequest) -> list[AgentEvent]:
+        return tool_call_shapes.events(shape)
+
+    with serve(make_server(agent)) as base:
+        oai = client(base)
+        events = list(oai.responses.create(model="m", input="go", stream=True))
+        with oai.responses.stream(model="m", input="go") as stream:
+            list(stream)
+            helper = stream.get_final_response()
+        whole = oai.responses.create(model="m", input="go")
+    added = [e.item for e in events if e.type == "response.output_item.added"]
+    streamed: dict[str, list[str]] = {item.id: [item.call_id, item.name, ""] for item in added}  # type: ignore[union-attr]
+    for event in events:
+        if event.type == "response.function_call_arguments.delta":
+            streamed[event.item_id][2] += event.delta
+    done = [e.item for e in events if e.type == "response.output_item.done"]
+    assert sorted(item.id for item in done) == sorted(streamed)  # type: ignore[type-var]
+    tool_call_shapes.check([(i, n, a) for i, n, a in streamed.values()], shape)
+    tool_call_shapes.check(_calls_of(done), shape)
+    completed = events[-1].response  # type: ignore[union-attr]
+    for response in (completed, helper, whole):
+        tool_call_shapes.check(_calls_of(response.output), shape)
 
 
 def test_function_call_without_arguments_is_an_empty_object(serve: Any) -> None:

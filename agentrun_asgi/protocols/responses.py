@@ -39,7 +39,7 @@ from ..routing import Route
 from ..streaming import error_message, run_stream, unsendable
 from ..types import Send
 from .base import ProtocolHandler
-from .openai import ZERO_USAGE
+from .openai import ZERO_USAGE, tool_call_id
 from .responses_input import parse_responses_request
 from .validation import parse_object
 
@@ -168,13 +168,15 @@ def _args(value: Any) -> str:
 class ResponseCollector:
     """Gathers a whole run into the ``output`` list of one response object (non-stream)."""
 
-    __slots__ = ("_calls", "_kind", "_parts", "error", "finish_reason", "output", "usage")
+    __slots__ = ("_calls", "_kind", "_last_call", "_parts", "error", "finish_reason", "output",
+                 "usage")  # fmt: skip
 
     def __init__(self) -> None:
         self.output: list[dict[str, Any]] = []
         self._kind: str | None = None  # "message" or "reasoning" while one is being gathered
         self._parts: list[str] = []
         self._calls: dict[str, dict[str, Any]] = {}
+        self._last_call: str | None = None  # an id-less chunk continues it
         self.usage: dict[str, Any] | None = None
         self.finish_reason: str | None = None
         self.error: tuple[str, str | None] | None = None
@@ -209,11 +211,12 @@ class ResponseCollector:
                 self._parts.append(str(delta))
         elif kind == EventType.TOOL_CALL or kind == EventType.TOOL_CALL_CHUNK:
             self._switch(None)
-            args = _args(data.get("args" if kind == EventType.TOOL_CALL else "args_delta", ""))
-            call_id = str(data.get("id") or _new_id("call_"))
+            whole = kind == EventType.TOOL_CALL
+            args = _args(data.get("args" if whole else "args_delta", ""))
+            call_id = self._last_call = tool_call_id(data.get("id"), self._last_call, whole)
             call = self._calls.get(call_id)
             if call is None:
-                if not args and kind == EventType.TOOL_CALL:
+                if not args and whole:
                     args = "{}"  # a whole call with no arguments: OpenAI sends an empty object
                 call = self._calls[call_id] = _call_item(
                     _new_id("fc_"), call_id, str(data.get("name") or ""), ""
@@ -242,8 +245,9 @@ class ResponsesStreamEncoder:
     a delta is then a join of that head, one ``orjson.dumps`` and the sequence number.
     """
 
-    __slots__ = ("_base", "_calls", "_delta_fields", "_delta_head", "_index", "_item", "_parts",
-                 "_seq", "_state", "done", "finish_reason", "output", "usage")  # fmt: skip
+    __slots__ = ("_base", "_calls", "_delta_fields", "_delta_head", "_index", "_item",
+                 "_last_call", "_parts", "_seq", "_state", "done", "finish_reason", "output",
+                 "usage")  # fmt: skip
 
     def __init__(self, base: dict[str, Any]) -> None:
         self._base = base
@@ -256,6 +260,7 @@ class ResponsesStreamEncoder:
         self._parts: list[str] = []
         self._delta_head = b""
         self._calls: dict[str, tuple[dict[str, Any], int, bytes]] = {}  # open calls by call id
+        self._last_call: str | None = None  # an id-less chunk continues it
         self.usage: dict[str, Any] | None = None
         self.finish_reason: str | None = None
         self.done = False
@@ -411,13 +416,11 @@ class ResponsesStreamEncoder:
             if ev.addition:
                 return out + self._with_addition(delta, ev.addition)
             return out + self._delta(self._delta_head, delta)
-        if kind == EventType.TOOL_CALL:
-            call_id = str(data.get("id") or _new_id("call_"))
-            return self._call_args(call_id, data.get("name"), _args(data.get("args", "")), True)
-        if kind == EventType.TOOL_CALL_CHUNK:
-            call_id = str(data.get("id") or _new_id("call_"))
-            return self._call_args(call_id, data.get("name"), _args(data.get("args_delta", "")),
-                                   False)  # fmt: skip
+        if kind == EventType.TOOL_CALL or kind == EventType.TOOL_CALL_CHUNK:
+            whole = kind == EventType.TOOL_CALL
+            call_id = self._last_call = tool_call_id(data.get("id"), self._last_call, whole)
+            args = _args(data.get("args" if whole else "args_delta", ""))
+            return self._call_args(call_id, data.get("name"), args, whole)
         if kind == EventType.RAW:
             raw = str(data.get("raw", ""))
             return (raw if raw.endswith("\n\n") else raw + "\n\n").encode()

@@ -32,6 +32,7 @@ from agentrun_asgi import (
 )
 from agentrun_asgi.protocols.responses import (
     OpenAIResponsesProtocolHandler,
+    ResponseCollector,
     ResponsesStreamEncoder,
     response_base,
 )
@@ -142,10 +143,136 @@ def test_encoder_parallel_chunked_calls_and_addition() -> None:
         ("a", "fa", "{}"), ("b", "fb", "[]")]
     deltas = [e for e in events if e["type"] == "response.output_text.delta"]
     assert deltas[0]["obfuscation"] == "xy" and deltas[0]["delta"] == "t"
-    # Both calls are done before the message opens.
+    # Both calls stay open while the message comes and goes (a later chunk may still extend
+    # them): they are done at the end of the run, after it.
     kinds = [e["type"] for e in events]
-    assert kinds.index("response.function_call_arguments.done") < kinds.index(
-        "response.content_part.added")
+    assert kinds.index("response.function_call_arguments.done") > kinds.index(
+        "response.content_part.done")
+    assert items_of(events) == final["output"]
+
+
+def items_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The final output, after checking every item's events: one ``added`` and one ``done`` per
+    output_index, its deltas in between and adding up to what ``done`` says, one item per call
+    id, and the final output holding each item at the index it was added at."""
+    output = events[-1]["response"]["output"]
+    opened: dict[int, dict[str, Any]] = {}
+    closed: set[int] = set()
+    streamed: dict[int, str] = {}
+    for event in events[2:-1]:
+        index = event["output_index"]
+        if event["type"] == "response.output_item.added":
+            assert index == len(opened) and index not in opened
+            opened[index] = event["item"]
+            streamed[index] = ""
+            continue
+        assert index in opened and index not in closed, event
+        assert event.get("item_id", opened[index]["id"]) == opened[index]["id"]
+        if event["type"].endswith(".delta"):
+            streamed[index] += event["delta"]
+        elif event["type"] == "response.function_call_arguments.done":
+            assert event["arguments"] == streamed[index]
+        elif event["type"].endswith("_text.done"):
+            assert event["text"] == streamed[index]
+        elif event["type"] == "response.output_item.done":
+            assert event["item"]["id"] == opened[index]["id"] == output[index]["id"]
+            assert event["item"] == output[index]
+            closed.add(index)
+    assert sorted(closed) == list(range(len(output))) == sorted(opened)
+    call_ids = [item["call_id"] for item in output if item["type"] == "function_call"]
+    assert len(call_ids) == len(set(call_ids)), call_ids
+    return output  # type: ignore[no-any-return]
+
+
+def collect(items: list[Any]) -> list[dict[str, Any]]:
+    """The JSON form's output for the same items."""
+    collector = ResponseCollector()
+    for item in items:
+        collector.add(item)
+    return collector.response(response_base("resp_1", 0, "m", {}))["output"]  # type: ignore[no-any-return]
+
+
+def summary(output: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Output items without their made-up ids."""
+    return [(item["type"], item["call_id"], item["name"], item["arguments"])
+            if item["type"] == "function_call" else (item["type"], item["content"][0]["text"])
+            for item in output]  # fmt: skip
+
+
+_SPLIT_BY = {"text": "Checking.", "reasoning": E(T.REASONING, {"delta": "Hmm."})}
+
+
+@pytest.mark.parametrize("between", list(_SPLIT_BY))
+@pytest.mark.parametrize("later_id", ["call_w", None])
+def test_encoder_a_call_split_by_text_is_one_item(between: str, later_id: str | None) -> None:
+    """A call whose chunks text or reasoning splits stays one ``function_call`` item: it stays
+    open while the other item comes and goes, and the stream ends with the JSON form's output."""
+    items = [
+        E(T.TOOL_CALL_CHUNK, {"id": "call_w", "name": "get_weather", "args_delta": '{"city":'}),
+        _SPLIT_BY[between],
+        E(T.TOOL_CALL_CHUNK, {"id": later_id, "args_delta": '"Oslo"}'}),
+        "Done.",
+    ]
+    events = encode(items)
+    output = items_of(events)
+    kind = "message" if between == "text" else "reasoning"
+    text = "Checking." if between == "text" else "Hmm."
+    assert summary(output) == summary(collect(items)) == [
+        ("function_call", "call_w", "get_weather", '{"city":"Oslo"}'), (kind, text),
+        ("message", "Done.")]  # fmt: skip
+    deltas = [e["delta"] for e in events if e["type"] == "response.function_call_arguments.delta"]
+    assert deltas == ['{"city":', '"Oslo"}']
+    # The item between is done before the call goes on; the call is done at the end.
+    kinds = [(e["type"], e.get("output_index")) for e in events]
+    later = [i for i, k in enumerate(kinds) if k == ("response.function_call_arguments.delta", 0)]
+    assert kinds.index(("response.output_item.done", 1)) < later[1]
+    assert kinds[-2] == ("response.output_item.done", 0)
+
+
+def test_encoder_a_call_is_done_by_its_result_or_a_whole_call() -> None:
+    """A streamed call's item is done once it is known complete (a whole TOOL_CALL or a
+    TOOL_RESULT for it, an id-less result meaning the last call), so the usual run of calls,
+    results and an answer keeps each item's events together. Arguments for a call already done
+    are dropped in both forms: the stream cannot add to a done item, and a second item with the
+    same call id would be a second call."""
+    items = [
+        E(T.TOOL_CALL_CHUNK, {"id": "call_a", "name": "fa", "args_delta": "{"}),
+        E(T.TOOL_CALL_CHUNK, {"id": "call_b", "name": "fb", "args_delta": "{"}),
+        E(T.TOOL_CALL_CHUNK, {"id": "call_a", "args_delta": "}"}),
+        E(T.TOOL_RESULT, {"id": "call_a", "result": "ra"}),
+        E(T.TOOL_CALL, {"id": "call_b", "args": "}"}),
+        E(T.TOOL_CALL_CHUNK, {"id": "call_c", "name": "fc", "args_delta": "{}"}),
+        E(T.TOOL_RESULT, {"result": "rc"}),  # no id: the last call's
+        "The answer.",
+        E(T.TOOL_CALL_CHUNK, {"id": "call_a", "args_delta": "late"}),
+        E(T.TOOL_CALL_CHUNK, {"args_delta": "late"}),  # continues call_a, done too
+        "More.",
+    ]
+    events = encode(items)
+    output = items_of(events)
+    assert summary(output) == summary(collect(items)) == [
+        ("function_call", "call_a", "fa", "{}"), ("function_call", "call_b", "fb", "{}"),
+        ("function_call", "call_c", "fc", "{}"), ("message", "The answer."),
+        ("message", "More.")]  # fmt: skip
+    done = [e["output_index"] for e in events if e["type"] == "response.output_item.done"]
+    assert done == [0, 1, 2, 3, 4]
+    kinds = [e["type"] for e in events]
+    assert kinds.index("response.content_part.added") > max(
+        i for i, kind in enumerate(kinds) if kind == "response.function_call_arguments.done")
+
+
+@pytest.mark.parametrize("shape", list(tool_call_shapes.SHAPES))
+def test_encoder_matches_collector_for_every_shape(shape: str) -> None:
+    given = {call_id for call_id, _, _ in tool_call_shapes.SHAPES[shape][1]}
+
+    def run() -> list[Any]:
+        return ["Let me check.", *tool_call_shapes.events(shape), "Checked."]
+
+    def made_up_ids_hidden(output: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+        return [(kind, "*" if kind == "function_call" and call_id not in given else call_id,
+                 *rest) for kind, call_id, *rest in summary(output)]  # fmt: skip
+
+    assert made_up_ids_hidden(items_of(encode(run()))) == made_up_ids_hidden(collect(run()))
 
 
 def test_encoder_error_and_length() -> None:
@@ -286,6 +413,40 @@ def test_tool_call_chunk_without_id_continues_the_last_call(serve: Any, shape: s
     completed = events[-1].response  # type: ignore[union-attr]
     for response in (completed, helper, whole):
         tool_call_shapes.check(_calls_of(response.output), shape)
+
+
+def test_a_call_split_by_text_is_one_call_for_the_client(serve: Any) -> None:
+    """TOOL_CALL_CHUNK(id), text, TOOL_CALL_CHUNK(no id): the client's stream helper (which
+    refuses two items with one call id) and the raw stream end with the JSON form's output, one
+    call with its whole arguments."""
+
+    async def agent(request: AgentRequest) -> AsyncIterator[str | AgentEvent]:
+        yield E(T.TOOL_CALL_CHUNK, {"id": "call_w", "name": "get_weather",
+                                    "args_delta": '{"city":'})  # fmt: skip
+        yield "Checking the weather."
+        yield E(T.TOOL_CALL_CHUNK, {"args_delta": '"Oslo"}'})
+
+    with serve(make_server(agent)) as base:
+        oai = client(base)
+        events = list(oai.responses.create(model="m", input="weather?", stream=True))
+        with oai.responses.stream(model="m", input="weather?") as stream:
+            helper_deltas = [(e.output_index, e.snapshot) for e in stream
+                             if e.type == "response.function_call_arguments.delta"]  # fmt: skip
+            helper = stream.get_final_response()
+        whole = oai.responses.create(model="m", input="weather?")
+
+    def summary_of(response: Response) -> list[tuple[str, ...]]:
+        return summary([item.model_dump() for item in response.output])
+
+    expected = [("function_call", "call_w", "get_weather", '{"city":"Oslo"}'),
+                ("message", "Checking the weather.")]  # fmt: skip
+    completed = events[-1].response  # type: ignore[union-attr]
+    for response in (whole, completed, helper):
+        assert summary_of(response) == expected
+    assert helper.output_text == whole.output_text == "Checking the weather."
+    assert helper_deltas == [(0, '{"city":'), (0, '{"city":"Oslo"}')]
+    added = [e.item.type for e in events if e.type == "response.output_item.added"]
+    assert added == ["function_call", "message"]
 
 
 def test_function_call_without_arguments_is_an_empty_object(serve: Any) -> None:

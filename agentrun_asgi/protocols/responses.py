@@ -7,17 +7,26 @@ request becomes an ``AgentRequest(protocol="responses")`` and its events become 
 - a run of TEXT        -> one ``message`` item with one ``output_text`` part;
 - a run of REASONING   -> one ``reasoning`` item with one ``reasoning_text`` part (the shape
   open-weight reasoning models use; ``summary`` stays empty);
-- TOOL_CALL / TOOL_CALL_CHUNK -> one ``function_call`` item per call id.
+- TOOL_CALL / TOOL_CALL_CHUNK -> one ``function_call`` item per call id (a chunk without an
+  id continues the last call seen: OpenAI's deltas and the AgentRun SDK name a call only on its
+  first chunk).
 
-Stream states (one item open at a time, except function calls, which may be open together)::
+Stream states (at most one message or reasoning item open; function calls apart, any number)::
 
-    (created, in_progress) -> IDLE <-> MESSAGE | REASONING | CALLS -> completed | incomplete
-                                                                    \\-> failed (ERROR event)
+    (created, in_progress) -> IDLE <-> MESSAGE | REASONING -> completed | incomplete
+                                                            \\-> failed (ERROR event)
 
-Opening an item of another kind closes what is open first, so each item's ``added`` ...
-``done`` events are contiguous except for parallel function calls. Every event carries a
-``sequence_number`` counting from 0; frames are ``event: <type>`` + ``data: <json>``, and the
-stream ends after the terminal event (the Responses API sends no ``[DONE]``).
+The next item of another kind, a tool call event included, closes the open message or
+reasoning item, so its events are contiguous and its text is the JSON form's. A
+``function_call`` item stays open while other items come and go, until its call is known
+complete: a whole ``TOOL_CALL`` or a ``TOOL_RESULT`` for it (an id-less result is the last
+call's), or the end of the run. So a chunk after text still extends its call's one item (a
+second item with the same call id would be a second call to answer); arguments for a call
+already done are dropped, in the JSON form too. Items are added in the JSON form's output
+order, and each event names its item's ``output_index``, which the client files it under.
+Every event carries a ``sequence_number`` counting from 0; frames are ``event: <type>`` +
+``data: <json>``, and the stream ends after the terminal event (the Responses API sends no
+``[DONE]``).
 """
 
 from __future__ import annotations
@@ -168,8 +177,8 @@ def _args(value: Any) -> str:
 class ResponseCollector:
     """Gathers a whole run into the ``output`` list of one response object (non-stream)."""
 
-    __slots__ = ("_calls", "_kind", "_last_call", "_parts", "error", "finish_reason", "output",
-                 "usage")  # fmt: skip
+    __slots__ = ("_calls", "_closed", "_kind", "_last_call", "_parts", "error", "finish_reason",
+                 "output", "usage")  # fmt: skip
 
     def __init__(self) -> None:
         self.output: list[dict[str, Any]] = []
@@ -177,6 +186,7 @@ class ResponseCollector:
         self._parts: list[str] = []
         self._calls: dict[str, dict[str, Any]] = {}
         self._last_call: str | None = None  # an id-less chunk continues it
+        self._closed: set[str] = set()  # calls known complete: their stream item is done
         self.usage: dict[str, Any] | None = None
         self.finish_reason: str | None = None
         self.error: tuple[str, str | None] | None = None
@@ -214,6 +224,8 @@ class ResponseCollector:
             whole = kind == EventType.TOOL_CALL
             args = _args(data.get("args" if whole else "args_delta", ""))
             call_id = self._last_call = tool_call_id(data.get("id"), self._last_call, whole)
+            if call_id in self._closed:
+                return  # dropped, as the stream must (its item is done there)
             call = self._calls.get(call_id)
             if call is None:
                 if not args and whole:
@@ -225,6 +237,12 @@ class ResponseCollector:
             elif data.get("name") and not call["name"]:
                 call["name"] = str(data["name"])
             call["arguments"] += args
+            if whole:
+                self._closed.add(call_id)
+        elif kind == EventType.TOOL_RESULT:
+            call_id = str(data.get("id") or self._last_call or "")
+            if call_id in self._calls:
+                self._closed.add(call_id)
         elif kind == EventType.ERROR:
             self.error = (str(data.get("message") or "agent error"), data.get("code"))
 
@@ -235,7 +253,7 @@ class ResponseCollector:
 
 # -- the stream encoder ------------------------------------------------------------------------
 
-_IDLE, _MESSAGE, _REASONING, _CALLS = 0, 1, 2, 3
+_IDLE, _MESSAGE, _REASONING = 0, 1, 2  # the message or reasoning item open, if any
 
 
 class ResponsesStreamEncoder:
@@ -245,9 +263,9 @@ class ResponsesStreamEncoder:
     a delta is then a join of that head, one ``orjson.dumps`` and the sequence number.
     """
 
-    __slots__ = ("_base", "_calls", "_delta_fields", "_delta_head", "_index", "_item",
-                 "_last_call", "_parts", "_seq", "_state", "done", "finish_reason", "output",
-                 "usage")  # fmt: skip
+    __slots__ = ("_base", "_calls", "_closed", "_delta_fields", "_delta_head", "_index",
+                 "_item", "_last_call", "_parts", "_seq", "_state", "done", "finish_reason",
+                 "output", "usage")  # fmt: skip
 
     def __init__(self, base: dict[str, Any]) -> None:
         self._base = base
@@ -260,6 +278,7 @@ class ResponsesStreamEncoder:
         self._parts: list[str] = []
         self._delta_head = b""
         self._calls: dict[str, tuple[dict[str, Any], int, bytes]] = {}  # open calls by call id
+        self._closed: set[str] | None = None  # calls whose item is done (made when one is)
         self._last_call: str | None = None  # an id-less chunk continues it
         self.usage: dict[str, Any] | None = None
         self.finish_reason: str | None = None
@@ -288,8 +307,8 @@ class ResponsesStreamEncoder:
     # -- items ---------------------------------------------------------------------------------
 
     def _open_item(self, state: int) -> bytes:
-        """Close what is open, then open a message or reasoning item."""
-        out = self._close_open() if self._state != _IDLE else b""
+        """Close the open message or reasoning item, then open one (open calls stay open)."""
+        out = self._close_item() if self._state != _IDLE else b""
         index = len(self.output)
         if state == _MESSAGE:
             item = _message_item(_new_id("msg_"), "", "in_progress")
@@ -321,9 +340,8 @@ class ResponsesStreamEncoder:
         ))  # fmt: skip
         return out
 
-    def _close_open(self) -> bytes:
-        if self._state == _CALLS:
-            return b"".join(self._close_call(call_id) for call_id in list(self._calls))
+    def _close_item(self) -> bytes:
+        """Close the open message or reasoning item."""
         item = self._item
         if item is None:
             return b""
@@ -344,8 +362,6 @@ class ResponsesStreamEncoder:
                                                                "item": item})  # fmt: skip
 
     def _open_call(self, call_id: str, name: str) -> bytes:
-        out = self._close_open() if self._state != _CALLS else b""
-        self._state = _CALLS
         index = len(self.output)
         item = _call_item(_new_id("fc_"), call_id, name, "", "in_progress")
         self.output.append(item)
@@ -354,13 +370,14 @@ class ResponsesStreamEncoder:
                          _dumps(item["id"]), b',"output_index":', str(index).encode(),
                          b',"delta":'))  # fmt: skip
         self._calls[call_id] = (item, index, head)
-        return out + self._event("response.output_item.added", {"output_index": index,
-                                                                "item": dict(item)})  # fmt: skip
+        return self._event("response.output_item.added", {"output_index": index,
+                                                           "item": dict(item)})  # fmt: skip
 
     def _close_call(self, call_id: str) -> bytes:
         item, index, _ = self._calls.pop(call_id)
-        if not self._calls:
-            self._state = _IDLE
+        if self._closed is None:
+            self._closed = set()
+        self._closed.add(call_id)
         item["status"] = "completed"
         out = self._event(
             "response.function_call_arguments.done",  # "name": the openai 2.x types require it
@@ -371,10 +388,13 @@ class ResponsesStreamEncoder:
                                                                "item": item})  # fmt: skip
 
     def _call_args(self, call_id: str, name: Any, args: str, whole: bool) -> bytes:
-        out = b""
+        # Text after a call is a new message, as in the JSON form (whose items are the same).
+        out = self._close_item() if self._state != _IDLE else b""
         entry = self._calls.get(call_id)
         if entry is None:
-            out = self._open_call(call_id, str(name or ""))
+            if self._closed is not None and call_id in self._closed:
+                return out  # its item is done: a second item with its call id is a second call
+            out += self._open_call(call_id, str(name or ""))
             entry = self._calls[call_id]
             if whole and not args:
                 args = "{}"  # a whole call with no arguments: OpenAI sends an empty object
@@ -421,12 +441,16 @@ class ResponsesStreamEncoder:
             call_id = self._last_call = tool_call_id(data.get("id"), self._last_call, whole)
             args = _args(data.get("args" if whole else "args_delta", ""))
             return self._call_args(call_id, data.get("name"), args, whole)
+        if kind == EventType.TOOL_RESULT:
+            # A call with a result has all its arguments: its item is done now, not at the end.
+            call_id = str(data.get("id") or self._last_call or "")
+            return self._close_call(call_id) if call_id in self._calls else b""
         if kind == EventType.RAW:
             raw = str(data.get("raw", ""))
             return (raw if raw.endswith("\n\n") else raw + "\n\n").encode()
         if kind == EventType.ERROR:
             return self.error(str(data.get("message") or "agent error"), data.get("code"))
-        # TOOL_RESULT, STATE, CUSTOM, HITL: the Responses API has no place for them.
+        # STATE, CUSTOM, HITL: the Responses API has no place for them.
         return b""
 
     def _with_addition(self, delta: str, addition: dict[str, Any]) -> bytes:
@@ -435,7 +459,9 @@ class ResponsesStreamEncoder:
         return self._event(payload.pop("type"), payload)
 
     def close(self) -> bytes:
-        out = self._close_open()
+        out = self._close_item()
+        for call_id in list(self._calls):  # calls last: an open item was opened after them
+            out += self._close_call(call_id)
         response = _finish(self._base, self.output, self.usage, self.finish_reason)
         self.done = True
         kind = "response.incomplete" if response["status"] == "incomplete" else "response.completed"

@@ -28,7 +28,7 @@ from contextvars import ContextVar
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from .middleware.access_log import CLIENT_CLOSED, is_event_stream
+from .middleware.access_log import ReceiveWatch, is_event_stream
 from .requests import Request, route_path
 from .responses import send_bytes, sends_request_id
 from .types import ASGIApp, ASGIMessage, Endpoint, Receive, Scope, Send
@@ -154,14 +154,7 @@ class MetricsMiddleware:
         token = _OBSERVED.set(observed)
         status: int | None = None
         frames: int | None = None
-        disconnected = False
-
-        async def receive_observed() -> ASGIMessage:
-            nonlocal disconnected
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                disconnected = True
-            return message
+        watch = ReceiveWatch(receive)
 
         async def send_observed(message: ASGIMessage) -> None:
             nonlocal status, frames
@@ -177,13 +170,11 @@ class MetricsMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive_observed, send_observed)
+            await self.app(scope, watch, send_observed)
         finally:
             _OBSERVED.reset(token)
             if status is None:
-                # No response began: the client left first (499), or the app failed (the
-                # ASGI server answers that with a 500).
-                status = CLIENT_CLOSED if disconnected else 500
+                status = watch.unanswered_status()
             metrics.duration.labels(route, method).observe(perf_counter() - start)
             metrics.requests.labels(route, method, str(status)).inc()
             if frames is not None:

@@ -33,6 +33,28 @@ _EVENT_STREAM = b"text/event-stream"
 CLIENT_CLOSED = 499
 
 
+class ReceiveWatch:
+    """``receive``, remembering whether the client left: a request that ended with no response
+    is then told apart from one whose app failed."""
+
+    __slots__ = ("_receive", "disconnected")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.disconnected = False
+
+    async def __call__(self) -> ASGIMessage:
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self.disconnected = True
+        return message
+
+    def unanswered_status(self) -> int:
+        """The status of a request no response began for: 499 if the client left first, else
+        500 (the app failed, and the ASGI server answers with a 500)."""
+        return CLIENT_CLOSED if self.disconnected else 500
+
+
 def is_event_stream(message: ASGIMessage) -> bool:
     """Whether a ``http.response.start`` message opens a ``text/event-stream`` body."""
     for name, value in message.get("headers", ()):
@@ -71,14 +93,7 @@ class AccessLogMiddleware:
         status: int | None = None
         sent = 0
         frames: int | None = None
-        disconnected = False
-
-        async def receive_observed() -> ASGIMessage:
-            nonlocal disconnected
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                disconnected = True
-            return message
+        watch = ReceiveWatch(receive)
 
         async def send_observed(message: ASGIMessage) -> None:
             nonlocal status, sent, frames
@@ -96,12 +111,10 @@ class AccessLogMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive_observed, send_observed)
+            await self.app(scope, watch, send_observed)
         finally:
             if status is None:
-                # No response began: the client left first, or the app failed (the ASGI
-                # server answers that with a 500).
-                status = CLIENT_CLOSED if disconnected else 500
+                status = watch.unanswered_status()
             duration_ms = (perf_counter() - start) * 1000.0
             request_id = current_request_id()
             path = request_path(scope)

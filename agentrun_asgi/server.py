@@ -20,6 +20,7 @@ heads they write, and only an endpoint that writes heads itself (one not marked
 
 from __future__ import annotations
 
+import copy
 import gc
 import inspect
 import logging
@@ -179,7 +180,9 @@ class AgentRunServer:
     ) -> None:
         self.invoker = Invoker(invoke_agent)
         self.protocols: list[ProtocolHandler] = (
-            list(protocols)
+            # A handler bound to another server already would have its invoker replaced by
+            # ``bind``, and that server would then run this one's agent: this one gets a copy.
+            [copy.copy(h) if hasattr(h, "invoker") else h for h in protocols]
             if protocols is not None
             else [OpenAIProtocolHandler(), AGUIProtocolHandler(), OpenAIResponsesProtocolHandler()]
         )

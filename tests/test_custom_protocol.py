@@ -236,3 +236,19 @@ def test_examples_start_only_under_main() -> None:
         head = source.split('if __name__ == "__main__":')[0]
         assert ".start(" not in head and "uvicorn.run(" not in head, name
     assert "server.start(port=9000)" in (EXAMPLES / "minimal.py").read_text()
+
+
+def test_one_handler_instance_in_two_servers(serve: Any, custom: ModuleType) -> None:
+    """Binding the same instance to a second server must not make the first run the second's
+    agent: each server serves its own agent through the handler it was given."""
+    from agentrun_asgi import AgentRunServer
+
+    shared = custom.CustomProtocolHandler()
+    first = AgentRunServer(lambda r: "first agent", protocols=[shared])
+    second = AgentRunServer(lambda r: "second agent", protocols=[shared])
+    with serve(first) as base_1, serve(second) as base_2:
+        one = httpx.post(base_1 + "/custom/invoke", json={"input": "x"})
+        two = httpx.post(base_2 + "/custom/invoke", json={"input": "x"})
+    assert one.json()["output"] == "first agent"
+    assert two.json()["output"] == "second agent"
+    assert first.protocols[0] is shared and isinstance(second.protocols[0], type(shared))

@@ -38,7 +38,11 @@ class ProtocolHandler:
         return "/" + name.lower()
 
     def bind(self, server: AgentRunServer) -> None:
-        """Called once by the server that serves this handler, before :meth:`routes`."""
+        """Called once by the server that serves this handler, before :meth:`routes`.
+
+        A handler already bound to one server and passed to another is copied (``copy.copy``)
+        for the second, so that each runs its own agent.
+        """
         self.invoker = server.invoker
 
     def routes(self) -> Sequence[Route]:

@@ -78,6 +78,21 @@ def _str_list(option: str, value: Sequence[str]) -> list[str]:
     return list(value)
 
 
+def _check_prefix_overrides(overrides: Mapping[str, str], handlers: list[ProtocolHandler]) -> None:
+    """Refuse an override that would move nothing: a typo must not leave a protocol silently
+    at its default prefix."""
+    names = {type(handler).__name__ for handler in handlers}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(
+            f"prefix_overrides names no handler of this server: {', '.join(unknown)}; it is"
+            f" keyed by handler class name, one of: {', '.join(sorted(names))}"
+        )
+    for name, prefix in overrides.items():
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix_overrides[{name!r}] must be a path string, not {prefix!r}")
+
+
 def uvicorn_log_config(log_level: str) -> dict[str, Any]:
     """uvicorn's logging config, with the server's logger and every line tagged with its request.
 
@@ -216,7 +231,9 @@ class AgentRunServer:
             if metrics_path:
                 routes.append(Route(metrics_path, self.metrics.endpoint, ("GET",), "metrics"))
         page = PlaygroundHandler(playground_path) if playground else None
-        for handler in [*self.protocols, page] if page else self.protocols:
+        handlers = [*self.protocols, page] if page else self.protocols
+        _check_prefix_overrides(self.prefix_overrides, handlers)
+        for handler in handlers:
             handler.bind(self)
             prefix = self.prefix_for(handler)
             routes.extend(route.with_prefix(prefix) for route in handler.routes())

@@ -327,3 +327,17 @@ def test_prefix_override_served(serve: Any) -> None:
 ])  # fmt: skip
 def test_join_path(prefix: str, path: str, expected: str) -> None:
     assert join_path(prefix, path) == expected
+
+
+def test_prefix_override_of_no_handler_refused() -> None:
+    """A misspelt key (or the handler's ``name`` instead of its class name) would leave the
+    protocol at its default prefix without a word."""
+    for key in ("OpenAIHandler", "openai", "AGUIProtocolHandler"):
+        with pytest.raises(ValueError, match=f"{key}.*OpenAIProtocolHandler"):
+            AgentRunServer(lambda r: "x", protocols=[OpenAIProtocolHandler()],
+                           prefix_overrides={key: "/api/v1"})
+    with pytest.raises(TypeError, match="path string"):
+        AgentRunServer(lambda r: "x", prefix_overrides={"OpenAIProtocolHandler": None})  # type: ignore[dict-item]
+    # The playground is a handler too.
+    server = AgentRunServer(lambda r: "x", prefix_overrides={"PlaygroundHandler": "/chat"})
+    assert "/chat" in {route.path for route in server.routes}

@@ -6,7 +6,8 @@ endpoint in ``scope["path_params"]``; a last segment written ``{name:path}`` mat
 the path, one segment or more, slashes included (an id such as ``org/model``). A literal segment
 wins over a parameter at the same place, a parameter over a rest-of-path one, and each is tried
 when the one before it leads nowhere.
-Two routes that would answer the same method on the same path raise at construction.
+Two routes that would answer the same method on the same path raise at construction, and so
+does any other use of braces (Starlette's ``{id:int}``, a part-segment ``{name}.json``).
 """
 
 from __future__ import annotations
@@ -81,15 +82,24 @@ class Router:
             self.add(route)
 
     def add(self, route: Route) -> None:
+        if isinstance(route.methods, str):
+            # Iterated, "GET" would register the methods G, E and T.
+            raise TypeError(f"{route.path}: methods takes a sequence such as ({route.methods!r},)")
         node = self._root
         segments = _segments(route.path)
         for i, segment in enumerate(segments):
             if segment.startswith("{") and segment.endswith("}"):
+                _check_param(route.path, segment)
                 rest = segment.endswith(":path}")
                 if rest and i != len(segments) - 1:
                     raise ValueError(f"{route.path}: {segment} must be the last segment")
                 node = _param_node(node, "tail" if rest else "param", segment, route.path)
             else:
+                if "{" in segment or "}" in segment:  # else a literal no request would ever match
+                    raise ValueError(
+                        f"{route.path}: {segment} is not a parameter: one is a whole segment,"
+                        " {name} or a last {name:path}"
+                    )
                 node = node.children.setdefault(segment, _Node())
         explicit = [m.upper() for m in route.methods]
         for method in explicit:
@@ -192,6 +202,17 @@ def _param_node(node: _Node, kind: str, segment: str, path: str) -> _Node:
             f"{path}: parameter {segment} clashes with {other} at the same place in another route"
         )
     return child
+
+
+def _check_param(path: str, segment: str) -> None:
+    """Refuse a parameter this router would misread: ``{id:int}`` (Starlette's converters)
+    would match any segment, under the name ``id:int``."""
+    name, _, kind = segment[1:-1].partition(":")
+    if not name.isidentifier() or kind not in ("", "path"):
+        raise ValueError(
+            f"{path}: {segment} is not a parameter this router knows: {{name}} (one segment)"
+            " or a last {name:path}; there are no converters"
+        )
 
 
 def _segments(path: str) -> list[str]:

@@ -341,3 +341,20 @@ def test_prefix_override_of_no_handler_refused() -> None:
     # The playground is a handler too.
     server = AgentRunServer(lambda r: "x", prefix_overrides={"PlaygroundHandler": "/chat"})
     assert "/chat" in {route.path for route in server.routes}
+
+
+@pytest.mark.parametrize("path", [
+    "/items/{id:int}", "/items/{id:str}", "/files/{name}.json", "/files/v{n}", "/x/{}",
+    "/x/{a-b}", "/x/{a}}", "/x/}",
+])  # fmt: skip
+def test_misread_path_templates_refused(path: str) -> None:
+    """Templates written for Starlette must not be taken silently as something else: a
+    converter as part of the parameter's name, a partial-segment parameter as a literal."""
+    with pytest.raises(ValueError, match="parameter"):
+        Router([Route(path, A, ("GET",))])
+
+
+def test_methods_as_a_bare_string_refused() -> None:
+    """``methods="GET"`` would register the methods G, E and T, and 405 every GET."""
+    with pytest.raises(TypeError, match=r"\('GET',\)"):
+        Router([Route("/r", A, "GET")])

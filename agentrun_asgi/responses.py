@@ -65,8 +65,16 @@ async def send_error(send: Send, error: ProtocolError) -> None:
 
 
 async def start_event_stream(send: Send, extra_headers: RawHeaders | None = None) -> None:
-    """Open a 200 ``text/event-stream`` response; the body follows in chunks."""
-    headers = [*SSE_HEADERS, *extra_headers] if extra_headers else SSE_HEADERS
+    """Open a 200 ``text/event-stream`` response; the body follows in chunks.
+
+    A header of ``extra_headers`` replaces the default of the same name, so a protocol of one's
+    own can stream another type (``application/x-ndjson``) without sending two.
+    """
+    if extra_headers:
+        names = {name.lower() for name, _ in extra_headers}
+        headers = [*(h for h in SSE_HEADERS if h[0] not in names), *extra_headers]
+    else:
+        headers = SSE_HEADERS
     tag = _request_id()
     if tag is not None:
         headers = [*headers, tag]

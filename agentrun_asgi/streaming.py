@@ -77,6 +77,9 @@ async def run_stream(
 ) -> None:
     """Send the agent's items through ``encoder`` as one streaming 200 response.
 
+    The response is ``text/event-stream`` unless ``headers`` has a ``content-type`` of its own
+    (a header there replaces the default of the same name).
+
     ``events`` is an async iterator of items, or an awaitable giving one (``invoker.open``:
     the agent is then called after the response head went out, so that its failure is an
     error frame too). Items that are not ``str`` or ``AgentEvent`` are expanded by

@@ -252,3 +252,57 @@ def test_one_handler_instance_in_two_servers(serve: Any, custom: ModuleType) -> 
     assert one.json()["output"] == "first agent"
     assert two.json()["output"] == "second agent"
     assert first.protocols[0] is shared and isinstance(second.protocols[0], type(shared))
+
+
+def test_ndjson_stream_through_run_stream(serve: Any) -> None:
+    """A protocol of one's own streaming NDJSON through ``run_stream`` sends its own
+    content-type, not SSE's with it (two values make clients misread the stream)."""
+    import orjson
+
+    from agentrun_asgi import (
+        AgentEvent,
+        AgentRequest,
+        AgentRunServer,
+        Message,
+        MessageRole,
+        ProtocolHandler,
+        Request,
+        Route,
+    )
+    from agentrun_asgi.invoker import event_text
+    from agentrun_asgi.streaming import run_stream
+
+    class NDJSONEncoder:
+        done = False
+
+        def encode(self, item: str | AgentEvent) -> bytes:
+            return orjson.dumps({"text": event_text(item)}) + b"\n"
+
+        def error(self, message: str, code: str | None = None) -> bytes:
+            self.done = True
+            return orjson.dumps({"error": message, "code": code}) + b"\n"
+
+        def close(self) -> bytes:
+            self.done = True
+            return b'{"done":true}\n'
+
+    class LinesProtocolHandler(ProtocolHandler):
+        def routes(self) -> list[Route]:
+            return [Route("/stream", self.stream)]
+
+        async def stream(self, request: Request, send: Any) -> None:
+            agent_request = AgentRequest(protocol="lines", stream=True, raw_request=request,
+                                         messages=[Message(MessageRole.USER, "hi")])
+            await run_stream(request, send, self.invoke(agent_request), NDJSONEncoder(),
+                             headers=[(b"content-type", b"application/x-ndjson")])
+
+    def agent(request: Any) -> Any:
+        yield "a"
+        yield "b"
+
+    with serve(AgentRunServer(agent, protocols=[LinesProtocolHandler()])) as base:
+        r = httpx.post(base + "/lines/stream", json={})
+    assert r.headers.get_list("content-type") == ["application/x-ndjson"]
+    assert r.headers["cache-control"] == "no-cache" and r.headers["x-request-id"]
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    assert lines == [{"text": "a"}, {"text": "b"}, {"done": True}]

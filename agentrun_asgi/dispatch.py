@@ -78,7 +78,10 @@ class Dispatcher:
             else:
                 endpoints, _, params = match
                 if params is not None:
-                    scope["path_params"] = params
+                    # A host's ``Mount("/t/{tenant}/agent", ...)`` put its own there: kept, as
+                    # Starlette's routes keep them.
+                    outer = scope.get("path_params")
+                    scope["path_params"] = {**outer, **params} if outer else params
         endpoint = endpoints.get(scope["method"])
         if endpoint is None or lifecycle.closing:
             await self._refuse(scope, send, path, endpoints is not _NOWHERE)

@@ -182,3 +182,35 @@ def test_openapi_for_custom_routes() -> None:
         {"name": "thing_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     assert operations["get"]["operationId"] != operations["delete"]["operationId"]
     assert app.openapi() is app.openapi()  # built once
+
+
+def test_path_params_of_the_mount_are_kept(serve: Any) -> None:
+    """Mounted under a path with a parameter of its own, a custom route's parameters join the
+    host's in ``scope["path_params"]`` instead of replacing them (as Starlette's routes do)."""
+    from agentrun_asgi import ProtocolHandler
+    from agentrun_asgi import Route as AgentRoute
+    from agentrun_asgi.responses import send_json
+
+    class ThingsProtocolHandler(ProtocolHandler):
+        def routes(self) -> list[AgentRoute]:
+            return [AgentRoute("/{thing_id}", self.get_thing, ("GET",), "things.one"),
+                    AgentRoute("/all", self.get_thing, ("GET",), "things.all")]
+
+        async def get_thing(self, request: Any, send: Any) -> None:
+            await send_json(send, 200, request.scope.get("path_params"))
+
+    server = AgentRunServer(agent, protocols=[ThingsProtocolHandler()])
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        await server.startup()
+        yield
+        await server.shutdown()
+
+    host = FastAPI(lifespan=lifespan)
+    host.mount("/tenants/{tenant}/agent", server.as_fastapi_app())
+    with serve(host, lifespan="on") as base:
+        one = httpx.get(base + "/tenants/acme/agent/things/42")
+        every = httpx.get(base + "/tenants/acme/agent/things/all")
+    assert one.json() == {"tenant": "acme", "thing_id": "42"}
+    assert every.json() == {"tenant": "acme"}

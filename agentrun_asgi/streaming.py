@@ -38,7 +38,11 @@ LAST_WRITE_TIMEOUT = 2.0
 
 
 class StreamEncoder(Protocol):
-    """What a protocol's streaming encoder provides (see ``protocols/openai.py``)."""
+    """What a protocol's streaming encoder provides (see ``protocols/openai.py``).
+
+    It may also have ``start() -> bytes``: the run's opening frame, sent with the response head
+    before the agent is called (AG-UI's ``RUN_STARTED``; see ``protocols/agui.py``).
+    """
 
     #: True once the encoder has written a terminal frame (an error): stop feeding it.
     done: bool

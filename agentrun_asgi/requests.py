@@ -178,6 +178,11 @@ class Request:
         return self.scope["path"]  # type: ignore[no-any-return]
 
     @property
+    def path_params(self) -> dict[str, str]:
+        """The route's path parameters (``{name}`` segments), as Starlette's ``Request`` has."""
+        return self.scope.get("path_params") or {}
+
+    @property
     def url(self) -> URL:
         return URL(self.scope)
 

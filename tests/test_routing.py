@@ -358,3 +358,23 @@ def test_methods_as_a_bare_string_refused() -> None:
     """``methods="GET"`` would register the methods G, E and T, and 405 every GET."""
     with pytest.raises(TypeError, match=r"\('GET',\)"):
         Router([Route("/r", A, "GET")])
+
+
+def test_request_path_params_as_in_starlette(serve: Any) -> None:
+    """``request.path_params``, the name Starlette's ``Request`` gives them (README: the
+    ``Request`` has Starlette's attribute names); empty on a route without parameters."""
+    from agentrun_asgi.responses import send_json
+
+    class Params(ProtocolHandler):
+        def routes(self) -> Sequence[Route]:
+            return [Route("/t/{thread_id}/{rest:path}", self.ep, ("GET",)),
+                    Route("/plain", self.ep, ("GET",))]
+
+        async def ep(self, request: Request, send: Send) -> None:
+            await send_json(send, 200, request.path_params)
+
+    with serve(AgentRunServer(lambda r: "x", protocols=[Params()])) as base:
+        with_params = httpx.get(base + "/params/t/t1/a/b")
+        plain = httpx.get(base + "/params/plain")
+    assert with_params.json() == {"thread_id": "t1", "rest": "a/b"}
+    assert plain.status_code == 200 and plain.json() == {}

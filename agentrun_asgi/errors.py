@@ -48,3 +48,11 @@ class ProtocolError(Exception):
 
 class ClientDisconnect(Exception):
     """The client went away before its request body was read."""
+
+
+class ResponseAborted(Exception):
+    """Raised to the ASGI server when a response that had started cannot be finished.
+
+    The server then drops the connection, so the client sees a cut-off body (an incomplete
+    chunked read, a short Content-Length) instead of a shorter one that looks whole.
+    """

@@ -10,7 +10,9 @@ For every routed HTTP request the guard:
 - puts the run under a deadline (``request_timeout``), brought closer when shutdown begins
   (``shutdown_grace``);
 - is the one boundary for what escapes an endpoint: a generic 500 JSON error if no response
-  had started, else a logged error and a closed body. Tracebacks go to the log only.
+  had started, else a logged error and ``ResponseAborted`` raised to the ASGI server, which
+  drops the connection: the client sees a cut-off body, never one that passes for whole (as
+  uvicorn and Starlette do with an exception after the head). Tracebacks go to the log only.
 
 A stopped run is answered by whoever knows the wire: ``streaming.run_stream`` ends a started
 stream with its protocol's error frame; the guard answers a run whose response had not started
@@ -40,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .errors import NO_RETRY, ClientDisconnect, ProtocolError
+from .errors import NO_RETRY, ClientDisconnect, ProtocolError, ResponseAborted
 from .requests import header
 from .responses import send_error
 from .types import Endpoint, Scope, Send
@@ -342,7 +344,7 @@ async def after_run(
                 logger.info("client disconnected; agent run cancelled")
             else:
                 logger.warning("agent run stopped: %s", stop.message)
-                await send_fallback(send, stop)
+                await answer(send, stop)
     elif isinstance(error, ClientDisconnect):
         pass  # gone before its body was read: nobody to answer
     elif isinstance(error, ProtocolError) and not request.started:
@@ -350,21 +352,29 @@ async def after_run(
         # refused before its body was read: close rather than drain a huge upload.
         if error.status == 413:
             error.headers = [*(error.headers or ()), *_CLOSE]
-        await send_fallback(send, error)
+        await answer(send, error)
     elif request.started:
         logger.error("endpoint failed after its response started", exc_info=error)
-        await end_body(send)
+        raise ResponseAborted("the endpoint failed after its response started") from None
     else:
         logger.error("endpoint failed", exc_info=error)
         internal = ProtocolError(500, "Internal server error.", code="internal_error")
-        await send_fallback(send, internal)
+        await answer(send, internal)
+
+
+async def answer(send: Send, error: ProtocolError) -> None:
+    """Send ``error`` as the whole response, or, if the endpoint had started one of its own,
+    have the ASGI server drop the connection: ending that body would pass it off as whole."""
+    if not await send_fallback(send, error):
+        raise ResponseAborted(f"a response had started; could not send a {error.status}")
 
 
 async def refuse_cancelled(request: Request, send: Send) -> None:
     """Cancelled from outside (the ASGI server gave up at shutdown): a 503 if nothing was sent."""
     if not request.started:
         with anyio.CancelScope(shield=True):
-            await send_fallback(send, shutting_down())
+            if not await send_fallback(send, shutting_down()):
+                await end_body(send)  # the cancellation goes on up: the connection ends anyway
 
 
 async def end_body(send: Send) -> None:
@@ -375,8 +385,8 @@ async def end_body(send: Send) -> None:
         logger.debug("could not end the response: %r", exc)
 
 
-async def send_fallback(send: Send, error: ProtocolError) -> None:
-    """Send ``error`` as a whole response; if a response had started already, end it instead.
+async def send_fallback(send: Send, error: ProtocolError) -> bool:
+    """Send ``error`` as a whole response; False if it could not go.
 
     Only endpoints outside this package can have started a response the guard does not know
     of; ASGI servers refuse a second ``http.response.start`` with an exception.
@@ -384,5 +394,6 @@ async def send_fallback(send: Send, error: ProtocolError) -> None:
     try:
         await send_error(send, error)
     except Exception as exc:
-        logger.debug("could not send a %d (%r); ending the response", error.status, exc)
-        await end_body(send)
+        logger.debug("could not send a %d: %r", error.status, exc)
+        return False
+    return True

@@ -71,18 +71,9 @@ class Dispatcher:
         lifecycle = self.lifecycle
         path = route_path(scope) if scope.get("root_path") else scope["path"]
         endpoints = self.static.get(path)  # the usual path: one lookup, no call
-        if endpoints is None:
-            match = self.router.match(path)
-            if match is None:
-                endpoints = _NOWHERE
-            else:
-                endpoints, _, params = match
-                if params is not None:
-                    # A host's ``Mount("/t/{tenant}/agent", ...)`` put its own there: kept, as
-                    # Starlette's routes keep them.
-                    outer = scope.get("path_params")
-                    scope["path_params"] = {**outer, **params} if outer else params
-        endpoint = endpoints.get(scope["method"])
+        endpoint = None if endpoints is None else endpoints.get(scope["method"])
+        if endpoint is None:
+            endpoints, endpoint = self._route(scope, path)
         if endpoint is None or lifecycle.closing:
             await self._refuse(scope, send, path, endpoints is not _NOWHERE)
             return
@@ -149,6 +140,25 @@ class Dispatcher:
         finally:
             if token is not None:
                 untag_request(token)
+
+    def _route(self, scope: Scope, path: str) -> tuple[dict[str, Endpoint], Endpoint | None]:
+        """The endpoints at a path with parameters, or at one whose first route lacks the
+        method; the endpoint for the method, if any (None: a 404 or a 405)."""
+        match = self.router.match(path)
+        if match is None:
+            return _NOWHERE, None
+        method = scope["method"]
+        if method not in match[0]:
+            # Another route at the path may take it: in Starlette a route of another method is
+            # only a partial match, and 405 is for when no route takes the method.
+            match = self.router.match_method(path, method) or match
+        endpoints, _, params = match
+        if params is not None:
+            # A host's ``Mount("/t/{tenant}/agent", ...)`` put its own there: kept, as
+            # Starlette's routes keep them.
+            outer = scope.get("path_params")
+            scope["path_params"] = {**outer, **params} if outer else params
+        return endpoints, endpoints.get(method)
 
     async def _refuse(self, scope: Scope, send: Send, path: str, found: bool) -> None:
         """503 once shutdown has begun, else 404 (no such path) or 405 (not that method)."""

@@ -158,6 +158,17 @@ class Router:
             return self._match_backtracking(path) if passed_other else None
         return node.endpoints, node.allow, params
 
+    def match_method(self, path: str, method: str) -> Match | None:
+        """A route at ``path`` that takes ``method``, when the one :meth:`match` found does
+        not: ``GET /items/{id}`` still answers ``/items/special`` next to a ``POST
+        /items/special``, as in Starlette, where a path match of another method is only a
+        partial one (the 405 path only)."""
+        found = _search(self._root, _segments(path), 0, method)
+        if found is None:
+            return None
+        node, params = found
+        return node.endpoints, node.allow, params or None
+
     def _match_backtracking(self, path: str) -> Match | None:
         """The slow path, taken only when a literal segment led to a dead end while a parameter
         at the same place might still match (``/a/b`` and ``/a/{x}/c`` for ``/a/b/c``)."""
@@ -168,23 +179,30 @@ class Router:
         return node.endpoints, node.allow, params or None
 
 
-def _search(node: _Node, segments: list[str], i: int) -> tuple[_Node, dict[str, str]] | None:
+def _search(
+    node: _Node, segments: list[str], i: int, method: str | None = None
+) -> tuple[_Node, dict[str, str]] | None:
+    """The first node in precedence order that has ``segments`` (and, if given, ``method``)."""
     if i == len(segments):
-        return (node, {}) if node.endpoints else None
+        return (node, {}) if _serves(node, method) else None
     segment = segments[i]
     child = node.children.get(segment)
     if child is not None:
-        found = _search(child, segments, i + 1)
+        found = _search(child, segments, i + 1, method)
         if found is not None:
             return found
     if node.param is not None:
-        found = _search(node.param, segments, i + 1)
+        found = _search(node.param, segments, i + 1, method)
         if found is not None:
             found[1][node.param_name] = segment
             return found
-    if node.tail is not None and node.tail.endpoints:
+    if node.tail is not None and _serves(node.tail, method):
         return node.tail, {node.tail_name: "/".join(segments[i:])}
     return None
+
+
+def _serves(node: _Node, method: str | None) -> bool:
+    return bool(node.endpoints) and (method is None or method in node.endpoints)
 
 
 def _param_node(node: _Node, kind: str, segment: str, path: str) -> _Node:

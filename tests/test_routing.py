@@ -378,3 +378,37 @@ def test_request_path_params_as_in_starlette(serve: Any) -> None:
         plain = httpx.get(base + "/params/plain")
     assert with_params.json() == {"thread_id": "t1", "rest": "a/b"}
     assert plain.status_code == 200 and plain.json() == {}
+
+
+def test_a_route_of_another_method_does_not_hide_one_that_takes_it(serve: Any) -> None:
+    """``POST /items/special`` beside ``GET /items/{id}``: a GET of ``/items/special`` is the
+    parameter route's (as in Starlette, where the literal route is only a partial match), and
+    a method neither takes is still a 405 naming the literal route's methods."""
+    from agentrun_asgi.responses import send_json
+
+    class Items(ProtocolHandler):
+        def routes(self) -> Sequence[Route]:
+            return [Route("/special", self.special, ("POST",)),
+                    Route("/{id}", self.item, ("GET",)),
+                    Route("/{id}/{rest:path}", self.item, ("DELETE",)),
+                    Route("/{id}/tags", self.special, ("PUT",))]  # fmt: skip
+
+        async def special(self, request: Request, send: Send) -> None:
+            await send_json(send, 200, {"route": "special", **request.path_params})
+
+        async def item(self, request: Request, send: Send) -> None:
+            await send_json(send, 200, {"route": "item", **request.path_params})
+
+    with serve(AgentRunServer(lambda r: "x", protocols=[Items()])) as base:
+        posted = httpx.post(base + "/items/special")
+        got = httpx.get(base + "/items/special")
+        other = httpx.get(base + "/items/42")
+        tags = httpx.put(base + "/items/7/tags")
+        tail = httpx.delete(base + "/items/7/tags")  # the rest-of-path route, not PUT's literal
+        refused = httpx.delete(base + "/items/special")
+    assert posted.json() == {"route": "special"}
+    assert got.json() == {"route": "item", "id": "special"}
+    assert other.json() == {"route": "item", "id": "42"}
+    assert tags.json() == {"route": "special", "id": "7"}
+    assert tail.json() == {"route": "item", "id": "7", "rest": "tags"}
+    assert refused.status_code == 405 and refused.headers["allow"] == "POST"

@@ -218,6 +218,15 @@ class AgentResponse:
         return out
 
 
+def arguments_text(value: Any) -> str:
+    """A call's arguments (or a fragment of them) as the JSON text the wire carries: a string
+    as is, ``None`` as no arguments (OpenAI's deltas send ``"arguments": null`` so; encoding it
+    would put the text ``null`` into the call's JSON), anything else JSON-encoded."""
+    if isinstance(value, str):
+        return value
+    return "" if value is None else orjson.dumps(value).decode()
+
+
 def _tool_call_data(call: ToolCall | dict[str, Any]) -> dict[str, Any]:
     """TOOL_CALL data for a ``ToolCall``, or for a dict an agent returned instead.
 
@@ -239,6 +248,4 @@ def _tool_call_data(call: ToolCall | dict[str, Any]) -> dict[str, Any]:
         raise TypeError(
             f"AgentResponse.tool_calls items must be ToolCall or dict, not {type(call).__name__}"
         )
-    if not isinstance(args, str):
-        args = orjson.dumps(args).decode()
-    return {"id": call_id, "name": name, "args": args}
+    return {"id": call_id, "name": name, "args": arguments_text(args)}

@@ -339,6 +339,36 @@ def test_encoder_and_collector_continue_the_last_call_across_text() -> None:
         assert calls[0][0] == "call_a" and calls[1][0].startswith("call_")
 
 
+def test_null_arguments_are_no_arguments() -> None:
+    """``args``/``args_delta`` of None (OpenAI's deltas send ``"arguments": null``) add no
+    ``null`` text: a whole call without arguments is "{}", streamed or not, from an
+    ``AgentResponse`` too."""
+    E, T = AgentEvent, EventType
+    items: list[Any] = [
+        E(T.TOOL_CALL, {"id": "call_a", "name": "f", "args": None}),
+        E(T.TOOL_CALL_CHUNK, {"id": "call_b", "name": "g", "args_delta": None}),
+        E(T.TOOL_CALL_CHUNK, {"id": "call_b", "args_delta": '{"x":1}'}),
+        E(T.TOOL_CALL_CHUNK, {"id": "call_b", "args_delta": None}),
+        *AgentResponse(tool_calls=[{"id": "call_c", "function": {"name": "h", "arguments": None}}]
+                       ).to_events(),
+    ]  # fmt: skip
+    want = [("call_a", "f", "{}"), ("call_b", "g", '{"x":1}'), ("call_c", "h", "{}")]
+    encoder = ChatStreamEncoder("chatcmpl-x", 0, "m", False)
+    body = b"".join(encoder.encode(item) for item in items) + encoder.close()
+    streamed: dict[int, list[str]] = {}
+    for frame in body.split(b"\n\n")[:-2]:  # the last is [DONE]
+        for delta in json.loads(frame[6:])["choices"][0]["delta"].get("tool_calls", ()):
+            call = streamed.setdefault(delta["index"], ["", "", ""])
+            call[0] += delta.get("id", "")
+            call[1] += delta.get("function", {}).get("name", "")
+            call[2] += delta.get("function", {}).get("arguments", "")
+    collector = ChatCompletionCollector()
+    collector.add_all(items)
+    collected = [(c["id"], c["function"]["name"], c["function"]["arguments"])
+                 for c in collector.body("x", 0, "m")["choices"][0]["message"]["tool_calls"]]
+    assert [tuple(call) for call in streamed.values()] == collected == want
+
+
 # -- usage, reasoning, models ------------------------------------------------------------------
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}

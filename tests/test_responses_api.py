@@ -287,6 +287,18 @@ def test_encoder_error_and_length() -> None:
     assert cut[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
 
 
+def test_encoder_null_arguments_are_no_arguments() -> None:
+    """``args``/``args_delta`` of None add no ``null`` text; a whole call without any is "{}"."""
+    def run() -> list[Any]:
+        return [E(T.TOOL_CALL, {"id": "call_a", "name": "f", "args": None}),
+                E(T.TOOL_CALL_CHUNK, {"id": "call_b", "name": "g", "args_delta": None}),
+                E(T.TOOL_CALL_CHUNK, {"id": "call_b", "args_delta": '{"x":1}'}),
+                E(T.TOOL_CALL_CHUNK, {"id": "call_b", "args_delta": None})]  # fmt: skip
+
+    assert summary(items_of(encode(run()))) == summary(collect(run())) == [
+        ("function_call", "call_a", "f", "{}"), ("function_call", "call_b", "g", '{"x":1}')]
+
+
 # -- end to end with the official client -------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from ..errors import NO_RETRY, ProtocolError
 from ..guard import raise_if_stopped
 from ..ids import new_id
 from ..invoker import aclose, expand
-from ..models import AgentEvent, EventType
+from ..models import AgentEvent, EventType, arguments_text
 from ..requests import Request
 from ..responses import JSON_HEADERS, send_bytes, send_error, sends_request_id
 from ..routing import Route
@@ -176,8 +176,7 @@ class ChatStreamEncoder:
         self, call_id: Any, name: Any, args: Any, addition: dict[str, Any] | None,
         whole: bool = False,
     ) -> bytes:  # fmt: skip
-        if not isinstance(args, str):
-            args = _dumps(args).decode()
+        args = arguments_text(args)
         call_id = self._last_call = tool_call_id(call_id, self._last_call, whole)
         index = self._tools.get(call_id)
         out = b""
@@ -262,9 +261,7 @@ class ChatCompletionCollector:
         elif kind == EventType.REASONING:
             self.reasoning.append(str(data.get("delta") or ""))
         elif kind == EventType.TOOL_CALL or kind == EventType.TOOL_CALL_CHUNK:
-            args = data.get("args" if kind == EventType.TOOL_CALL else "args_delta", "")
-            if not isinstance(args, str):
-                args = _dumps(args).decode()
+            args = arguments_text(data.get("args" if kind == EventType.TOOL_CALL else "args_delta"))
             whole = kind == EventType.TOOL_CALL
             call_id = self._last_call = tool_call_id(data.get("id"), self._last_call, whole)
             call = self.tool_calls.get(call_id)

@@ -41,7 +41,7 @@ import orjson
 from ..errors import NO_RETRY, ProtocolError
 from ..guard import raise_if_stopped
 from ..ids import new_id
-from ..models import AgentEvent, EventType
+from ..models import AgentEvent, EventType, arguments_text
 from ..requests import Request
 from ..responses import JSON_HEADERS, send_bytes, send_error, sends_request_id
 from ..routing import Route
@@ -170,10 +170,6 @@ def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: st
             "name": name, "arguments": arguments}  # fmt: skip
 
 
-def _args(value: Any) -> str:
-    return value if isinstance(value, str) else _dumps(value).decode()
-
-
 class ResponseCollector:
     """Gathers a whole run into the ``output`` list of one response object (non-stream)."""
 
@@ -222,7 +218,7 @@ class ResponseCollector:
         elif kind == EventType.TOOL_CALL or kind == EventType.TOOL_CALL_CHUNK:
             self._switch(None)
             whole = kind == EventType.TOOL_CALL
-            args = _args(data.get("args" if whole else "args_delta", ""))
+            args = arguments_text(data.get("args" if whole else "args_delta"))
             call_id = self._last_call = tool_call_id(data.get("id"), self._last_call, whole)
             if call_id in self._closed:
                 return  # dropped, as the stream must (its item is done there)
@@ -439,7 +435,7 @@ class ResponsesStreamEncoder:
         if kind == EventType.TOOL_CALL or kind == EventType.TOOL_CALL_CHUNK:
             whole = kind == EventType.TOOL_CALL
             call_id = self._last_call = tool_call_id(data.get("id"), self._last_call, whole)
-            args = _args(data.get("args" if whole else "args_delta", ""))
+            args = arguments_text(data.get("args" if whole else "args_delta"))
             return self._call_args(call_id, data.get("name"), args, whole)
         if kind == EventType.TOOL_RESULT:
             # A call with a result has all its arguments: its item is done now, not at the end.

@@ -317,6 +317,17 @@ def test_tool_call_without_arguments_gets_an_empty_object() -> None:
     assert all(isinstance(orjson.loads(args), dict) for args in calls.values())
 
 
+def test_empty_object_arguments_are_sent() -> None:
+    """Arguments given as an empty dict are "{}" (as the OpenAI protocols send them), not
+    dropped as no arguments; None is no arguments."""
+    events = encode_run([
+        E(T.TOOL_CALL_CHUNK, {"id": "a", "name": "f", "args_delta": {}}),
+        E(T.TOOL_CALL_CHUNK, {"id": "b", "name": "g", "args_delta": None}),
+        E(T.TOOL_CALL, {"id": "c", "name": "h", "args": []}),
+    ])
+    assert client_arguments(events) == {"a": "{}", "b": "", "c": "[]"}
+
+
 def test_buffered_result_chunks_are_sent_before_run_error() -> None:
     """Result chunks buffered when the run fails are still the tool's output: they go out as its
     result before RUN_ERROR, as they do before RUN_FINISHED, instead of being dropped."""

@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 
 from ..ids import new_id
-from ..models import AgentEvent, EventType
+from ..models import AgentEvent, EventType, arguments_text
 from ..requests import Request
 from ..responses import sends_request_id
 from ..routing import Route
@@ -386,7 +386,7 @@ class AGUIStreamEncoder:
 
     def _tool_call(self, call_id: Any, name: Any, args: Any, whole: bool,
                    addition: dict[str, Any] | None) -> bytes:  # fmt: skip
-        args = _as_text(args) if args else ""
+        args = arguments_text(args)  # an empty dict is "{}", as on the OpenAI protocols
         if call_id:
             call_id = str(call_id)
         elif not whole and self._last_call in self._calls:

@@ -468,6 +468,15 @@ def test_usage_and_result_on_run_finished(usage: Any, want: Any) -> None:
     assert finished["result"] == {"ok": 1}
 
 
+def test_null_usage_keeps_the_usage_given_before() -> None:
+    """``usage: None`` on a later event is no usage given (as on the OpenAI protocols): the run
+    still reports the last real one."""
+    usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    events = encode_run([E(T.TEXT, {"delta": "a", "usage": usage}),
+                         E(T.TEXT, {"delta": "b", "usage": None})])  # fmt: skip
+    assert events[-1]["usage"] == [{"inputTokens": 1, "outputTokens": 2, "totalTokens": 3}]
+
+
 def test_usage_from_agent_response_and_tool_result_is_not_the_run_result() -> None:
     response = AgentResponse(content="hi", usage={"prompt_tokens": 1, "completion_tokens": 2,
                                                   "total_tokens": 3})  # fmt: skip

@@ -318,8 +318,9 @@ class AGUIStreamEncoder:
         kind = ev.event
         if ev.addition:
             _dumps(ev.addition)  # fail on what cannot be sent before any state changes
-        if "usage" in data:
-            self.usage = data["usage"]
+        usage = data.get("usage")
+        if usage is not None:  # a null usage is none given, as on the OpenAI protocols
+            self.usage = usage
         if "result" in data and kind != EventType.TOOL_RESULT:
             self.result = data["result"]
         if kind == EventType.TEXT:

@@ -275,7 +275,7 @@ async def _pump(
                 if kind is str or kind is AgentEvent:
                     data = encode(item)
                 else:
-                    data = b"".join([encode(one) for one in expand(item)])
+                    data = _encode_expanded(encoder, item)
             except AgentOutputError:
                 raise
             except Exception as exc:
@@ -310,6 +310,17 @@ async def _pump(
             logger.exception("the encoder could not write its error frame")
     # The last chunk also ends the body: one write for the tail and the chunked terminator.
     await _write(send, b"".join(pending), more=False)
+
+
+def _encode_expanded(encoder: StreamEncoder, item: Any) -> bytes:
+    """The frames of an item that stands for several (an ``AgentResponse``, whose ``events``
+    may hold an ERROR): none after one that ends the stream, as for items yielded one by one."""
+    frames = []
+    for one in expand(item):
+        frames.append(encoder.encode(one))
+        if encoder.done:
+            break
+    return b"".join(frames)
 
 
 async def _write(send: Send, data: bytes, more: bool = True) -> None:

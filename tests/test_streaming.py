@@ -13,7 +13,7 @@ import anyio
 import openai
 import pytest
 
-from agentrun_asgi import AgentRequest, AgentRunServer
+from agentrun_asgi import AgentEvent, AgentRequest, AgentResponse, AgentRunServer, EventType
 from agentrun_asgi.protocols.openai import ChatStreamEncoder
 from agentrun_asgi.requests import Request
 from agentrun_asgi.streaming import MAX_CHUNK, _pump
@@ -82,6 +82,22 @@ async def test_a_long_burst_is_cut_at_max_chunk() -> None:
     assert len(sent) > 1
     assert all(len(chunk) < MAX_CHUNK + 8192 for chunk in sent)
     assert sum(len(_frames(chunk)) for chunk in sent) == 102
+
+
+@pytest.mark.anyio
+async def test_nothing_after_an_error_inside_an_agent_response() -> None:
+    """An ``AgentResponse`` whose events hold an ERROR ends the stream there, as the same
+    events yielded one by one do: no frame after the error frame."""
+
+    async def answer() -> AsyncIterator[Any]:
+        yield AgentResponse(content="after", events=[
+            AgentEvent(EventType.TEXT, {"delta": "before"}),
+            AgentEvent(EventType.ERROR, {"message": "boom"})])  # fmt: skip
+        yield "never"
+
+    frames = _frames(b"".join(await _pump_into(answer())))
+    assert b'"before"' in frames[0]
+    assert frames[-1].startswith(b'data: {"error":') and len(frames) == 2
 
 
 @pytest.mark.anyio

@@ -782,6 +782,9 @@ def test_fixed_runs_through_the_official_client(serve: Any) -> None:
 
             events = _agui_over_http(base, str(number))
             assert joined(events, "TEXT_MESSAGE_CONTENT") == (want["message"]["content"] or "")
+            run_usage = events[-1]["usage"][0]  # every fixed run gives usage
+            assert (run_usage["inputTokens"], run_usage["outputTokens"]) == (
+                body["usage"]["prompt_tokens"], body["usage"]["completion_tokens"])
             if agui_portable(items):
                 assert agui_calls(events) == sorted(chat_calls(want["message"].get("tool_calls")))
 

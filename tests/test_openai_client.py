@@ -309,6 +309,25 @@ def test_tool_call_chunk_without_id_continues_the_last_call(serve: Any, shape: s
                                 for c in message], shape)  # fmt: skip
 
 
+def calls_both_ways(items: list[Any]) -> tuple[list[tuple[str, str, str]], ...]:
+    """The tool calls (id, name, arguments) of ``items``, streamed (merged by index, as the
+    clients do) and collected into the JSON form."""
+    encoder = ChatStreamEncoder("chatcmpl-x", 0, "m", False)
+    body = b"".join(encoder.encode(item) for item in items) + encoder.close()
+    streamed: dict[int, list[str]] = {}
+    for frame in body.split(b"\n\n")[:-2]:  # the last is [DONE]
+        for delta in json.loads(frame[6:])["choices"][0]["delta"].get("tool_calls", ()):
+            call = streamed.setdefault(delta["index"], ["", "", ""])
+            call[0] += delta.get("id", "")
+            call[1] += delta.get("function", {}).get("name", "")
+            call[2] += delta.get("function", {}).get("arguments", "")
+    collector = ChatCompletionCollector()
+    collector.add_all(items)
+    collected = [(c["id"], c["function"]["name"], c["function"]["arguments"])
+                 for c in collector.body("x", 0, "m")["choices"][0]["message"]["tool_calls"]]
+    return [(i, n, a) for i, n, a in streamed.values()], collected
+
+
 def test_encoder_and_collector_continue_the_last_call_across_text() -> None:
     """An id-less chunk after text still continues the last call; a whole call without an id is
     a new call, and a chunk after it continues that one. Stream and collector agree."""
@@ -320,21 +339,7 @@ def test_encoder_and_collector_continue_the_last_call_across_text() -> None:
         E(T.TOOL_CALL, {"name": "g"}),
         E(T.TOOL_CALL_CHUNK, {"id": None, "args_delta": ""}),
     ]
-    encoder = ChatStreamEncoder("chatcmpl-x", 0, "m", False)
-    body = b"".join(encoder.encode(item) for item in items) + encoder.close()
-    streamed: dict[int, list[str]] = {}
-    for frame in body.split(b"\n\n")[:-2]:  # the last is [DONE]
-        for delta in json.loads(frame[6:])["choices"][0]["delta"].get("tool_calls", ()):
-            call = streamed.setdefault(delta["index"], ["", "", ""])
-            call[0] += delta.get("id", "")
-            call[1] += delta.get("function", {}).get("name", "")
-            call[2] += delta.get("function", {}).get("arguments", "")
-    collector = ChatCompletionCollector()
-    for item in items:
-        collector.add(item)
-    collected = [[c["id"], c["function"]["name"], c["function"]["arguments"]]
-                 for c in collector.body("x", 0, "m")["choices"][0]["message"]["tool_calls"]]
-    for calls in (list(streamed.values()), collected):
+    for calls in calls_both_ways(items):
         assert [(name, args) for _, name, args in calls] == [("f", '{"x":1}'), ("g", "{}")]
         assert calls[0][0] == "call_a" and calls[1][0].startswith("call_")
 
@@ -353,20 +358,8 @@ def test_null_arguments_are_no_arguments() -> None:
                        ).to_events(),
     ]  # fmt: skip
     want = [("call_a", "f", "{}"), ("call_b", "g", '{"x":1}'), ("call_c", "h", "{}")]
-    encoder = ChatStreamEncoder("chatcmpl-x", 0, "m", False)
-    body = b"".join(encoder.encode(item) for item in items) + encoder.close()
-    streamed: dict[int, list[str]] = {}
-    for frame in body.split(b"\n\n")[:-2]:  # the last is [DONE]
-        for delta in json.loads(frame[6:])["choices"][0]["delta"].get("tool_calls", ()):
-            call = streamed.setdefault(delta["index"], ["", "", ""])
-            call[0] += delta.get("id", "")
-            call[1] += delta.get("function", {}).get("name", "")
-            call[2] += delta.get("function", {}).get("arguments", "")
-    collector = ChatCompletionCollector()
-    collector.add_all(items)
-    collected = [(c["id"], c["function"]["name"], c["function"]["arguments"])
-                 for c in collector.body("x", 0, "m")["choices"][0]["message"]["tool_calls"]]
-    assert [tuple(call) for call in streamed.values()] == collected == want
+    streamed, collected = calls_both_ways(items)
+    assert streamed == collected == want
 
 
 # -- usage, reasoning, models ------------------------------------------------------------------

@@ -18,6 +18,7 @@ import pytest
 import tool_call_shapes
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
+from responses_events import check_items
 
 from agentrun_asgi import (
     AgentEvent,
@@ -148,40 +149,7 @@ def test_encoder_parallel_chunked_calls_and_addition() -> None:
     kinds = [e["type"] for e in events]
     assert kinds.index("response.function_call_arguments.done") > kinds.index(
         "response.content_part.done")
-    assert items_of(events) == final["output"]
-
-
-def items_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The final output, after checking every item's events: one ``added`` and one ``done`` per
-    output_index, its deltas in between and adding up to what ``done`` says, one item per call
-    id, and the final output holding each item at the index it was added at."""
-    output = events[-1]["response"]["output"]
-    opened: dict[int, dict[str, Any]] = {}
-    closed: set[int] = set()
-    streamed: dict[int, str] = {}
-    for event in events[2:-1]:
-        index = event["output_index"]
-        if event["type"] == "response.output_item.added":
-            assert index == len(opened) and index not in opened
-            opened[index] = event["item"]
-            streamed[index] = ""
-            continue
-        assert index in opened and index not in closed, event
-        assert event.get("item_id", opened[index]["id"]) == opened[index]["id"]
-        if event["type"].endswith(".delta"):
-            streamed[index] += event["delta"]
-        elif event["type"] == "response.function_call_arguments.done":
-            assert event["arguments"] == streamed[index]
-        elif event["type"].endswith("_text.done"):
-            assert event["text"] == streamed[index]
-        elif event["type"] == "response.output_item.done":
-            assert event["item"]["id"] == opened[index]["id"] == output[index]["id"]
-            assert event["item"] == output[index]
-            closed.add(index)
-    assert sorted(closed) == list(range(len(output))) == sorted(opened)
-    call_ids = [item["call_id"] for item in output if item["type"] == "function_call"]
-    assert len(call_ids) == len(set(call_ids)), call_ids
-    return output  # type: ignore[no-any-return]
+    assert check_items(events) == final["output"]
 
 
 def collect(items: list[Any]) -> list[dict[str, Any]]:
@@ -214,7 +182,7 @@ def test_encoder_a_call_split_by_text_is_one_item(between: str, later_id: str | 
         "Done.",
     ]
     events = encode(items)
-    output = items_of(events)
+    output = check_items(events)
     kind = "message" if between == "text" else "reasoning"
     text = "Checking." if between == "text" else "Hmm."
     assert summary(output) == summary(collect(items)) == [
@@ -249,7 +217,7 @@ def test_encoder_a_call_is_done_by_its_result_or_a_whole_call() -> None:
         "More.",
     ]
     events = encode(items)
-    output = items_of(events)
+    output = check_items(events)
     assert summary(output) == summary(collect(items)) == [
         ("function_call", "call_a", "fa", "{}"), ("function_call", "call_b", "fb", "{}"),
         ("function_call", "call_c", "fc", "{}"), ("message", "The answer."),
@@ -272,7 +240,7 @@ def test_encoder_matches_collector_for_every_shape(shape: str) -> None:
         return [(kind, "*" if kind == "function_call" and call_id not in given else call_id,
                  *rest) for kind, call_id, *rest in summary(output)]  # fmt: skip
 
-    assert made_up_ids_hidden(items_of(encode(run()))) == made_up_ids_hidden(collect(run()))
+    assert made_up_ids_hidden(check_items(encode(run()))) == made_up_ids_hidden(collect(run()))
 
 
 def test_encoder_error_and_length() -> None:
@@ -295,7 +263,7 @@ def test_encoder_null_arguments_are_no_arguments() -> None:
                 E(T.TOOL_CALL_CHUNK, {"id": "call_b", "args_delta": '{"x":1}'}),
                 E(T.TOOL_CALL_CHUNK, {"id": "call_b", "args_delta": None})]  # fmt: skip
 
-    assert summary(items_of(encode(run()))) == summary(collect(run())) == [
+    assert summary(check_items(encode(run()))) == summary(collect(run())) == [
         ("function_call", "call_a", "f", "{}"), ("function_call", "call_b", "g", '{"x":1}')]
 
 

@@ -72,6 +72,7 @@ from pydantic import TypeAdapter
 sys.path.insert(0, str(Path(__file__).parent))
 
 from agui_verify import parse_sse, verify
+from responses_events import check_items
 
 from agentrun_asgi import AgentEvent, AgentResponse, EventType, ToolCall
 from agentrun_asgi.invoker import expand
@@ -350,47 +351,6 @@ def responses_stream(items: list[Any]) -> tuple[list[dict[str, Any]], Any]:
     terminal = ("response.completed", "response.incomplete", "response.failed")
     assert kinds[-1] in terminal and not any(k in terminal for k in kinds[:-1])
     return events, state._completed_response
-
-
-def check_items(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The final output, after checking every item's events: one added and (unless the run
-    failed) one done per output_index, its deltas between and adding up to its done events,
-    one item per call id, and the final output holding each item at its index."""
-    final = events[-1]["response"]
-    output = final["output"]
-    failed = final["status"] == "failed"
-    opened: dict[int, dict[str, Any]] = {}
-    closed: set[int] = set()
-    streamed: dict[int, str] = {}
-    for event in events[2:-1]:
-        index = event["output_index"]
-        if event["type"] == "response.output_item.added":
-            assert index == len(opened) and index not in opened
-            opened[index] = event["item"]
-            streamed[index] = ""
-            continue
-        assert index in opened and index not in closed, event
-        assert event.get("item_id", opened[index]["id"]) == opened[index]["id"]
-        if event["type"].endswith(".delta"):
-            streamed[index] += event["delta"]
-        elif event["type"] == "response.function_call_arguments.done":
-            assert event["arguments"] == streamed[index]
-            assert event["name"] == output[index]["name"]
-        elif event["type"].endswith("_text.done"):
-            assert event["text"] == streamed[index]
-        elif event["type"] == "response.output_item.done":
-            assert event["item"] == output[index]
-            closed.add(index)
-    assert sorted(opened) == list(range(len(output)))
-    if not failed:
-        assert sorted(closed) == list(range(len(output)))
-    for index, item in enumerate(output):
-        assert item["id"] == opened[index]["id"]
-        text = item["arguments"] if item["type"] == "function_call" else item["content"][0]["text"]
-        assert text == streamed[index]
-    call_ids = [item["call_id"] for item in output if item["type"] == "function_call"]
-    assert len(call_ids) == len(set(call_ids)), call_ids
-    return output  # type: ignore[no-any-return]
 
 
 def summary(output: list[Any]) -> list[tuple[str, ...]]:

@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
+
+import orjson
+from openai.types.responses import ResponseStreamEvent
+
+#: Each event model of the client by its ``type``, so a failure names the one model it broke.
+EVENT_MODELS: dict[str, Any] = {
+    get_args(model.model_fields["type"].annotation)[0]: model
+    for model in get_args(get_args(ResponseStreamEvent)[0])
+}
+
+
+def parse_events(body: bytes) -> list[dict[str, Any]]:
+    """``event: <type>`` / ``data: <json>`` frames; the event line must match the data's type."""
+    assert body.endswith(b"\n\n")
+    events = []
+    for frame in body.split(b"\n\n")[:-1]:
+        event_line, data_line = frame.split(b"\n")
+        assert event_line.startswith(b"event: ") and data_line.startswith(b"data: "), frame
+        event = orjson.loads(data_line[6:])
+        assert event["type"] == event_line[7:].decode()
+        EVENT_MODELS[event["type"]].model_validate(event)
+        events.append(event)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    return events
+
 
 
 def check_items(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any, get_args
+from typing import Any
 
 import httpx
 import openai
-import orjson
 import pytest
 import tool_call_shapes
-from openai.types.responses import Response, ResponseStreamEvent
+from openai.types.responses import Response
 from pydantic import TypeAdapter
-from responses_events import check_items
+from responses_events import check_items, parse_events
 
 from agentrun_asgi import (
     AgentEvent,
@@ -38,11 +37,6 @@ from agentrun_asgi.protocols.responses import (
     response_base,
 )
 
-#: Each event model of the client by its ``type``, so a failure names the one model it broke.
-EVENT_MODELS: dict[str, Any] = {
-    get_args(model.model_fields["type"].annotation)[0]: model
-    for model in get_args(get_args(ResponseStreamEvent)[0])
-}
 RESPONSE = TypeAdapter(Response)
 E = AgentEvent
 T = EventType
@@ -67,21 +61,6 @@ async def rich_agent(request: AgentRequest) -> AsyncIterator[str | AgentEvent]:
     yield request.messages[-1].text
     yield E(T.TEXT, {"delta": "", "usage": {"prompt_tokens": 3, "completion_tokens": 4,
                                             "total_tokens": 7}})  # fmt: skip
-
-
-def parse_events(body: bytes) -> list[dict[str, Any]]:
-    """``event: <type>`` / ``data: <json>`` frames; the event line must match the data's type."""
-    assert body.endswith(b"\n\n")
-    events = []
-    for frame in body.split(b"\n\n")[:-1]:
-        event_line, data_line = frame.split(b"\n")
-        assert event_line.startswith(b"event: ") and data_line.startswith(b"data: "), frame
-        event = orjson.loads(data_line[6:])
-        assert event["type"] == event_line[7:].decode()
-        EVENT_MODELS[event["type"]].model_validate(event)
-        events.append(event)
-    assert [e["sequence_number"] for e in events] == list(range(len(events)))
-    return events
 
 
 # -- the encoder alone -------------------------------------------------------------------------

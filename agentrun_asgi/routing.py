@@ -5,7 +5,8 @@ reaches the same route. A segment written ``{name}`` matches any one segment and
 endpoint in ``scope["path_params"]``; a last segment written ``{name:path}`` matches the rest of
 the path, one segment or more, slashes included (an id such as ``org/model``). A literal segment
 wins over a parameter at the same place, a parameter over a rest-of-path one, and each is tried
-when the one before it leads nowhere.
+when the one before it leads nowhere, or (``match_method``) has no route for the request's
+method: 405 is for a path no route takes that method at.
 Two routes that would answer the same method on the same path raise at construction, and so
 does any other use of braces (Starlette's ``{id:int}``, a part-segment ``{name}.json``).
 """

@@ -405,3 +405,29 @@ def test_access_log_under_a_bare_uvicorn() -> None:
     (logged,) = [text for text in output.splitlines() if line in text]
     assert "request_id=bare-1 " in logged
     assert '"POST /v1/chat/completions HTTP/1.1" 200' in output  # uvicorn's own line stays
+
+
+def test_metrics_name_the_route_that_took_a_method_the_first_match_lacks(serve: Any) -> None:
+    """``GET /items/special`` beside a ``POST /items/special`` is answered by ``GET
+    /items/{id}``: it is counted under that route, not as ``unmatched`` (a 404's label)."""
+    pytest.importorskip("prometheus_client")
+    from agentrun_asgi import ProtocolHandler, Request, Route
+    from agentrun_asgi.responses import send_json
+
+    class Items(ProtocolHandler):
+        def routes(self) -> list[Route]:
+            return [Route("/special", self.special, ("POST",), "special"),
+                    Route("/{id}", self.item, ("GET",), "item")]  # fmt: skip
+
+        async def special(self, request: Request, send: Send) -> None:
+            await send_json(send, 200, {})
+
+        async def item(self, request: Request, send: Send) -> None:
+            await send_json(send, 200, {})
+
+    server = AgentRunServer(agent, protocols=[Items()], metrics=True, metrics_public=True)
+    with serve(server) as base:
+        assert httpx.get(base + "/items/special").status_code == 200
+        counted = sample("agentrun_requests_total", route="item", method="GET", status="200")
+        samples = eventually(lambda: (s := scrape(base, key=None)).get(counted) and s)
+    assert samples and samples[counted] == 1

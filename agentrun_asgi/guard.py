@@ -353,6 +353,10 @@ async def after_run(
         if error.status == 413:
             error.headers = [*(error.headers or ()), *_CLOSE]
         await answer(send, error)
+    elif request.complete:
+        # The response went out whole (the agent's cleanup failed after the last frame): there
+        # is nothing to abort, and dropping the connection would only lose its keep-alive.
+        logger.error("endpoint failed after its response was complete", exc_info=error)
     elif request.started:
         logger.error("endpoint failed after its response started", exc_info=error)
         raise ResponseAborted("the endpoint failed after its response started") from None

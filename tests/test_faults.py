@@ -300,3 +300,37 @@ def test_agui_error_shape_everywhere(serve: Any) -> None:
         last = events[-1]
         assert last["type"] == "RUN_ERROR" and last["code"] == "timeout"
         assert isinstance(last["message"], str) and last["message"]
+
+
+def test_agent_cleanup_failing_after_a_whole_stream_does_not_drop_it(
+    serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An agent ended by its own ERROR event whose ``finally`` then raises: the stream went out
+    whole, so the failure is logged, not raised to the ASGI server as an aborted response (which
+    uvicorn logs again as "Exception in ASGI application" and answers by closing the
+    connection)."""
+    import time
+
+    from rawhttp import connect, read_until, request_head, send_json
+
+    async def agent(request: AgentRequest) -> AsyncIterator[Any]:
+        try:
+            yield "hi"
+            yield AgentEvent(event=EventType.ERROR, data={"message": "bad"})
+        finally:
+            raise RuntimeError("cleanup broke")
+
+    body = {"messages": [{"role": "user", "content": "x"}], "stream": True}
+    with serve(AgentRunServer(agent)) as base:
+        sock = connect(base)
+        with sock, caplog.at_level(logging.ERROR, logger="agentrun_asgi"):
+            send_json(sock, "/v1/chat/completions", body)
+            first = read_until(sock, b"\r\n0\r\n\r\n")
+            deadline = time.monotonic() + 5
+            while not caplog.records and time.monotonic() < deadline:
+                time.sleep(0.01)  # the agent is closed after the last frame went out
+            sock.sendall(request_head("GET", "/health"))  # the same kept-alive connection
+            second = read_until(sock, b"\r\n\r\n")
+    assert b'"message":"bad"' in first
+    assert second.startswith(b"HTTP/1.1 200 ")
+    assert any(r.exc_info and "cleanup broke" in str(r.exc_info[1]) for r in caplog.records)

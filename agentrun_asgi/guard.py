@@ -367,10 +367,16 @@ async def after_run(
 
 
 async def answer(send: Send, error: ProtocolError) -> None:
-    """Send ``error`` as the whole response, or, if the endpoint had started one of its own,
-    have the ASGI server drop the connection: ending that body would pass it off as whole."""
-    if not await send_fallback(send, error):
-        raise ResponseAborted(f"a response had started; could not send a {error.status}")
+    """Send ``error`` as the whole response, or, if the endpoint had started one of its own
+    and not finished it, have the ASGI server drop the connection: ending that body would pass
+    it off as whole."""
+    if await send_fallback(send, error):
+        return
+    try:  # ASGI servers refuse a body message after the last one: then nothing is unfinished
+        await send({"type": "http.response.body", "body": b"", "more_body": True})
+    except Exception:
+        return
+    raise ResponseAborted(f"a response had started; could not send a {error.status}")
 
 
 async def refuse_cancelled(request: Request, send: Send) -> None:

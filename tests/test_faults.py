@@ -72,10 +72,17 @@ class Broken(ProtocolHandler):
         return "/broken"
 
     def routes(self) -> Sequence[Route]:
-        return (Route("/before", self.before, ("GET",)), Route("/after", self.after, ("GET",)))
+        return (Route("/before", self.before, ("GET",)), Route("/after", self.after, ("GET",)),
+                Route("/done", self.done, ("GET",)))  # fmt: skip
 
     async def before(self, request: Request, send: Send) -> None:
         raise RuntimeError(SECRET)
+
+    async def done(self, request: Request, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"4")]})
+        await send({"type": "http.response.body", "body": b"done"})
+        raise RuntimeError(SECRET)  # fmt: skip
 
     async def after(self, request: Request, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200,
@@ -334,3 +341,14 @@ def test_agent_cleanup_failing_after_a_whole_stream_does_not_drop_it(
     assert b'"message":"bad"' in first
     assert second.startswith(b"HTTP/1.1 200 ")
     assert any(r.exc_info and "cleanup broke" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_endpoint_exception_after_its_whole_response_keeps_the_connection(base_url: str) -> None:
+    """A response that went out whole before its endpoint raised is not aborted: the client
+    has it all, and the kept-alive connection serves the next request."""
+    with httpx.Client(base_url=base_url) as http:
+        first = http.get("/broken/done")
+        second = http.get("/health")
+    assert first.status_code == 200 and first.text == "done"
+    assert second.status_code == 200
+    assert first.extensions["network_stream"] is second.extensions["network_stream"]

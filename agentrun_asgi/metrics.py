@@ -169,10 +169,12 @@ class MetricsMiddleware:
                 if frames is not None:
                     frames += message.get("body", b"").count(b"\n\n")
             elif kind == "http.response.start":
+                await send(message)  # recorded once it went out, as in the access log
                 status = message["status"]
                 if is_event_stream(message):
                     frames = 0
                     metrics.streams_in_flight.labels(route).inc()
+                return
             await send(message)
 
         try:

@@ -431,3 +431,36 @@ def test_metrics_name_the_route_that_took_a_method_the_first_match_lacks(serve: 
         counted = sample("agentrun_requests_total", route="item", method="GET", status="200")
         samples = eventually(lambda: (s := scrape(base, key=None)).get(counted) and s)
     assert samples and samples[counted] == 1
+
+
+def test_the_status_logged_is_the_one_that_went_out(
+    serve: Any, access_records: pytest.LogCaptureFixture
+) -> None:
+    """An endpoint that started its own 200 and then raised: the guard's 500 head is refused by
+    the server, so the log and the metrics keep the 200 the client got."""
+    pytest.importorskip("prometheus_client")
+    from collections.abc import Sequence
+
+    from agentrun_asgi import ProtocolHandler, Request, Route
+
+    class Half(ProtocolHandler):
+        def routes(self) -> Sequence[Route]:
+            return [Route("/half", self.half, ("GET",), "half.half")]
+
+        async def half(self, request: Request, send: Send) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ha", "more_body": True})
+            raise RuntimeError("broke mid-body")
+
+    server = AgentRunServer(lambda r: "x", protocols=[Half()], access_log=True, metrics=True,
+                            metrics_public=True)  # fmt: skip
+    with serve(server) as base:
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(base + "/half/half")
+        (record,) = access(access_records, 1)
+        ok = sample("agentrun_requests_total", route="half.half", method="GET", status="200")
+        samples = eventually(lambda: (s := scrape(base, key=None)).get(ok) and s)
+    assert record.status == 200  # type: ignore[attr-defined]
+    assert samples[ok] == 1
+    assert not any(name == "agentrun_requests_total" and ("status", "500") in labels
+                   for name, labels in samples)  # fmt: skip

@@ -105,9 +105,13 @@ class AccessLogMiddleware:
                     # Each SSE event ends with a blank line; encoders write whole frames.
                     frames += body.count(b"\n\n")
             elif kind == "http.response.start":
+                # Recorded once it went out: a second head (the guard's 500 after an endpoint's
+                # own 200) is refused by the server and must not rewrite what the client got.
+                await send(message)
                 status = message["status"]
                 if is_event_stream(message):
                     frames = 0
+                return
             await send(message)
 
         try:

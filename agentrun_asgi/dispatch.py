@@ -144,14 +144,10 @@ class Dispatcher:
     def _route(self, scope: Scope, path: str) -> tuple[dict[str, Endpoint], Endpoint | None]:
         """The endpoints at a path with parameters, or at one whose first route lacks the
         method; the endpoint for the method, if any (None: a 404 or a 405)."""
-        match = self.router.match(path)
+        method = scope["method"]
+        match = self.router.match(path, method)
         if match is None:
             return _NOWHERE, None
-        method = scope["method"]
-        if method not in match[0]:
-            # Another route at the path may take it: in Starlette a route of another method is
-            # only a partial match, and 405 is for when no route takes the method.
-            match = self.router.match_method(path, method) or match
         endpoints, _, params = match
         if params is not None:
             # A host's ``Mount("/t/{tenant}/agent", ...)`` put its own there: kept, as

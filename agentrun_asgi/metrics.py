@@ -137,16 +137,9 @@ class MetricsMiddleware:
         }
 
     def route_name(self, scope: Scope) -> str:
-        path = route_path(scope)
         method = scope["method"]
-        match = self.router.match(path)
-        if match is None:
-            return UNMATCHED
-        endpoint = match[0].get(method)
-        if endpoint is None:
-            # The dispatcher's rule: another route at the path may take the method.
-            other = self.router.match_method(path, method)
-            endpoint = None if other is None else other[0].get(method)
+        match = self.router.match(route_path(scope), method)  # the dispatcher's choice
+        endpoint = None if match is None else match[0].get(method)
         return UNMATCHED if endpoint is None else self._names.get(endpoint, UNMATCHED)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

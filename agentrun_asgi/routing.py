@@ -5,8 +5,8 @@ reaches the same route. A segment written ``{name}`` matches any one segment and
 endpoint in ``scope["path_params"]``; a last segment written ``{name:path}`` matches the rest of
 the path, one segment or more, slashes included (an id such as ``org/model``). A literal segment
 wins over a parameter at the same place, a parameter over a rest-of-path one, and each is tried
-when the one before it leads nowhere, or (``match_method``) has no route for the request's
-method: 405 is for a path no route takes that method at.
+when the one before it leads nowhere, or (``match(path, method)``) has no route for the
+request's method: 405 is for a path no route takes that method at.
 Two routes that would answer the same method on the same path raise at construction, and so
 does any other use of braces (Starlette's ``{id:int}``, a part-segment ``{name}.json``).
 """
@@ -127,8 +127,20 @@ class Router:
             self.static[canonical] = node.endpoints
         self.routes.append(route)
 
-    def match(self, path: str) -> Match | None:
-        """The endpoints at ``path``, or None when no route has that path (404)."""
+    def match(self, path: str, method: str | None = None) -> Match | None:
+        """The endpoints at ``path``, or None when no route has that path (404).
+
+        Given ``method``, a route at ``path`` that takes it is preferred to the first one found:
+        ``GET /items/{id}`` still answers ``/items/special`` next to a ``POST /items/special``,
+        as in Starlette, where a path match of another method is only a partial one (405 is for
+        a path no route takes the method at).
+        """
+        found = self._match(path)
+        if method is None or found is None or method in found[0]:
+            return found
+        return self._match_method(path, method) or found
+
+    def _match(self, path: str) -> Match | None:
         node = self._static.get(path)
         if node is not None:
             return node.endpoints, node.allow, None
@@ -159,11 +171,7 @@ class Router:
             return self._match_backtracking(path) if passed_other else None
         return node.endpoints, node.allow, params
 
-    def match_method(self, path: str, method: str) -> Match | None:
-        """A route at ``path`` that takes ``method``, when the one :meth:`match` found does
-        not: ``GET /items/{id}`` still answers ``/items/special`` next to a ``POST
-        /items/special``, as in Starlette, where a path match of another method is only a
-        partial one (the 405 path only)."""
+    def _match_method(self, path: str, method: str) -> Match | None:
         found = _search(self._root, _segments(path), 0, method)
         if found is None:
             return None

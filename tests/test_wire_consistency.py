@@ -73,6 +73,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from agui_verify import parse_sse, verify
 from responses_events import check_items, parse_events
+from test_agui import post_run
+from test_agui import user as agui_input
 
 from agentrun_asgi import AgentEvent, AgentResponse, EventType, ToolCall
 from agentrun_asgi.invoker import expand
@@ -683,16 +685,6 @@ def _wire_server() -> Any:
         OpenAIProtocolHandler(), OpenAIResponsesProtocolHandler(), AGUIProtocolHandler()])
 
 
-def _agui_over_http(base: str, text: str) -> list[dict[str, Any]]:
-    import httpx
-
-    body = {"threadId": "t", "runId": "r", "messages": [{"id": "u", "role": "user",
-                                                          "content": text}]}  # fmt: skip
-    response = httpx.post(base + "/ag-ui/agent", json=body, timeout=10)
-    assert response.status_code == 200
-    return verify(parse_sse(response.content))
-
-
 def test_fixed_runs_through_the_official_client(serve: Any) -> None:
     import openai
 
@@ -729,7 +721,7 @@ def test_fixed_runs_through_the_official_client(serve: Any) -> None:
                 assert got_response.usage is not None
                 assert got_response.usage.model_dump(exclude_none=True) == expected["usage"]
 
-            events = _agui_over_http(base, str(number))
+            events = post_run(base, agui_input(str(number)))
             assert joined(events, "TEXT_MESSAGE_CONTENT") == (want["message"]["content"] or "")
             run_usage = events[-1]["usage"][0]  # every fixed run gives usage
             assert (run_usage["inputTokens"], run_usage["outputTokens"]) == (
@@ -766,6 +758,6 @@ def test_a_failing_run_through_the_official_client(serve: Any) -> None:
         kinds = [event.type for event in oai.responses.create(model="m", input="fail",
                                                                 stream=True)]  # fmt: skip
         assert kinds[-1] == "response.failed" and kinds.count("response.failed") == 1
-        events = _agui_over_http(base, "fail")
+        events = post_run(base, agui_input("fail"))
         assert events[-1]["type"] == "RUN_ERROR" and events[-1]["message"] == "quota exceeded"
         assert joined(events, "TEXT_MESSAGE_CONTENT") == "partial "

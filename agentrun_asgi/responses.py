@@ -17,6 +17,7 @@ from .ids import request_id_header
 from .types import RawHeaders, Send
 
 _request_id = request_id_header.get
+_REQUEST_ID = b"x-request-id"
 _E = TypeVar("_E")
 
 
@@ -43,11 +44,14 @@ SSE_HEADERS: RawHeaders = [
 async def send_bytes(
     send: Send, status: int, body: bytes, headers: RawHeaders, extra: RawHeaders | None = None
 ) -> None:
-    """One whole response with a Content-Length."""
+    """One whole response with a Content-Length; an ``x-request-id`` in ``extra`` replaces the
+    request's own."""
     raw = [*headers, (b"content-length", str(len(body)).encode())]
+    tag = _request_id()
     if extra:
         raw.extend(extra)
-    tag = _request_id()
+        if tag is not None and _has_request_id(extra):
+            tag = None
     if tag is not None:
         raw.append(tag)
     await send({"type": "http.response.start", "status": status, "headers": raw})
@@ -68,14 +72,21 @@ async def start_event_stream(send: Send, extra_headers: RawHeaders | None = None
     """Open a 200 ``text/event-stream`` response; the body follows in chunks.
 
     A header of ``extra_headers`` replaces the default of the same name, so a protocol of one's
-    own can stream another type (``application/x-ndjson``) without sending two.
+    own can stream another type (``application/x-ndjson``) without sending two; an
+    ``x-request-id`` there replaces the request's own.
     """
+    tag = _request_id()
     if extra_headers:
         names = {name.lower() for name, _ in extra_headers}
         headers = [*(h for h in SSE_HEADERS if h[0] not in names), *extra_headers]
+        if _REQUEST_ID in names:
+            tag = None
     else:
         headers = SSE_HEADERS
-    tag = _request_id()
     if tag is not None:
         headers = [*headers, tag]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+
+def _has_request_id(headers: RawHeaders) -> bool:
+    return any(name.lower() == _REQUEST_ID for name, _ in headers)

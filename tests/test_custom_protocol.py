@@ -306,3 +306,32 @@ def test_ndjson_stream_through_run_stream(serve: Any) -> None:
     assert r.headers["cache-control"] == "no-cache" and r.headers["x-request-id"]
     lines = [json.loads(line) for line in r.text.splitlines()]
     assert lines == [{"text": "a"}, {"text": "b"}, {"done": True}]
+
+
+def test_an_endpoints_own_request_id_header_is_sent_once(serve: Any) -> None:
+    """An ``x-request-id`` a protocol passes to the response helpers (say, an upstream's id it
+    relays) replaces the request's own; two values read as one joined by a comma."""
+    from agentrun_asgi import AgentRunServer, ProtocolHandler, Request, Route
+    from agentrun_asgi.responses import JSON_HEADERS, send_bytes, start_event_stream
+
+    relayed = [(b"X-Request-ID", b"upstream-7")]
+
+    class RelayProtocolHandler(ProtocolHandler):
+        def routes(self) -> list[Route]:
+            return [Route("/whole", self.whole), Route("/stream", self.stream)]
+
+        async def whole(self, request: Request, send: Any) -> None:
+            await send_bytes(send, 200, b"{}", JSON_HEADERS, relayed)
+
+        async def stream(self, request: Request, send: Any) -> None:
+            await start_event_stream(send, relayed)
+            await send({"type": "http.response.body", "body": b"data: 1\n\n"})
+
+    with serve(AgentRunServer(lambda request: "", protocols=[RelayProtocolHandler()])) as base:
+        whole = httpx.post(base + "/relay/whole", headers={"x-request-id": "mine"})
+        stream = httpx.post(base + "/relay/stream", headers={"x-request-id": "mine"})
+        plain = httpx.post(base + "/relay/whole")
+    assert whole.status_code == 200 and whole.headers.get_list("x-request-id") == ["upstream-7"]
+    assert stream.headers.get_list("x-request-id") == ["upstream-7"]
+    assert stream.text == "data: 1\n\n"
+    assert plain.status_code == 200 and plain.headers.get_list("x-request-id") == ["upstream-7"]

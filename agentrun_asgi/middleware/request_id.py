@@ -71,7 +71,8 @@ untag_request = request_id_header.reset
 
 
 def with_request_id(send: Send) -> Send:
-    """``send`` adding the request's id to a response head that does not have it yet.
+    """``send`` adding the request's id to a response head that has no ``x-request-id``
+    (an endpoint's own one, say an upstream's it relays, is kept: one value, not two).
 
     A plain function handing back the server's own awaitable: no coroutine per message.
     """
@@ -82,7 +83,7 @@ def with_request_id(send: Send) -> Send:
     def send_with_id(message: ASGIMessage) -> Awaitable[None]:
         if message["type"] == "http.response.start":
             headers = message.get("headers", ())
-            if tag not in headers:
+            if not any(name.lower() == _NAME for name, _ in headers):
                 # A new list: the endpoint's header list may be a shared constant.
                 message["headers"] = [*headers, tag]
         return send(message)

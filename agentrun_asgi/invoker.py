@@ -29,7 +29,8 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
-from types import AsyncGeneratorType
+from inspect import GEN_SUSPENDED, getgeneratorstate
+from types import AsyncGeneratorType, GeneratorType
 from typing import Any, NoReturn
 
 import anyio
@@ -82,7 +83,8 @@ class _SyncStepper:
 
     ``generator.close()`` cannot interrupt a ``next()`` running in another thread (it raises
     "generator already executing"), so a close asked for during a step is left to that step,
-    which performs it in its own thread right after ``next()`` returns.
+    which performs it in its own thread right after ``next()`` returns. A generator that never
+    started or has ended is closed on the spot: closing it runs none of its code.
 
     Every step and the close run in one context, copied from the request's when the stepper is
     made: a worker thread gets a fresh copy per call, which would lose what a step sets (a
@@ -118,11 +120,22 @@ class _SyncStepper:
             if close_now:
                 self._close()
 
-    def close(self) -> _Raised | None:
+    def close(self) -> bool:
+        """Ask for the close, on the event loop; True if the caller must then run
+        :meth:`finish` in a worker thread: the iterator has code of its own to run."""
         with self.lock:
-            self.closing = True
-            busy = self.busy
-        return None if busy else self._close()
+            self.closing = True  # no step starts after this
+            if self.busy:
+                return False  # the step in flight closes it
+        iterator = self.iterator
+        if type(iterator) is GeneratorType and getgeneratorstate(iterator) != GEN_SUSPENDED:
+            iterator.close()
+            return False
+        return hasattr(iterator, "close")
+
+    def finish(self) -> _Raised | None:
+        """The close itself, in a worker thread, once :meth:`close` asked for it."""
+        return self._close()
 
     def _close(self) -> _Raised | None:
         close = getattr(self.iterator, "close", None)
@@ -203,10 +216,14 @@ async def _step_in_threads(stepper: _SyncStepper) -> AsyncGenerator[Any, None]:
                 value.reraise()
             yield value
     finally:
-        with anyio.CancelScope(shield=True):
-            raised = await run_sync(stepper.close)
-        if raised is not None:
-            raised.reraise()
+        if stepper.close():
+            # A limiter of its own: the close ends a run that held a thread already, and does
+            # not queue behind new runs for one (a stopped stream would wait for its last frame
+            # until some other agent let go of its thread).
+            with anyio.CancelScope(shield=True):
+                raised = await run_sync(stepper.finish, limiter=anyio.CapacityLimiter(1))
+            if raised is not None:
+                raised.reraise()
 
 
 def iterate(result: Any) -> AsyncIterator[Any]:

@@ -545,3 +545,64 @@ def test_disconnect_cancels_agent_under_hypercorn_trio(tmp_path: Any) -> None:
         sock.close()
         finalized = wait_for(lambda: mark.exists() and "finally" in mark.read_text(), 5)
         assert finalized, f"the agent's finally never ran:\n{proc.output()}"
+
+
+@pytest.mark.parametrize("stop", ["disconnect", "timeout"])
+@pytest.mark.parametrize("when", ["before_its_first_step", "between_its_steps"])
+def test_sync_generator_stopped_while_it_waits_for_a_worker_thread(
+    serve: Any, stop: str, when: str
+) -> None:
+    """Every worker thread is taken (the limit is one here, held by another task) when a sync
+    generator's run is stopped while its next step waits for one. The run must end at once: a
+    generator that never started is closed on the spot (the agent never runs), one paused at a
+    ``yield`` has its ``finally`` run in a worker thread that does not queue for the pool.
+    Before, the close queued for a thread too: the timeout's frame, or the end of a
+    disconnected run, waited until some other agent let its thread go."""
+    release = threading.Event()
+    handle = LoopHandle()
+    record: dict[str, Any] = {}
+
+    async def one_thread() -> None:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 1
+
+    async def take_the_thread() -> None:
+        asyncio.get_running_loop().create_task(anyio.to_thread.run_sync(release.wait, 10))
+
+    def agent(request: AgentRequest) -> Iterator[str]:
+        record["ran"] = True
+        try:
+            anyio.from_thread.run(take_the_thread)  # queued for the thread this step holds
+            time.sleep(0.1)
+            yield "first "
+            yield "second "
+        finally:
+            record["finally_thread"] = threading.current_thread()
+
+    timeout = 0.5 if stop == "timeout" else None
+    server = AgentRunServer(agent, request_timeout=timeout, on_startup=[handle.capture, one_thread])
+    with serve(server) as base:
+        try:
+            if when == "before_its_first_step":
+                handle.run(take_the_thread())
+            sock = connect(base, timeout=3)
+            send_json(sock, "/v1/chat/completions", {**CHAT, "stream": True})
+            if when == "between_its_steps":
+                read_until(sock, b"first")
+            if stop == "disconnect":
+                time.sleep(0.2)  # the watcher is on
+                sock.close()
+            else:
+                started = time.monotonic()
+                tail = read_until(sock, b"0\r\n\r\n")
+                sock.close()
+                assert b'"code":"timeout"' in tail
+                assert time.monotonic() - started < 1.5
+            assert wait_for(lambda: not server.lifecycle.runs), "the run waited for a thread"
+            if when == "before_its_first_step":
+                assert "ran" not in record
+            else:
+                assert wait_for(lambda: "finally_thread" in record)
+                assert record["finally_thread"] is not threading.main_thread()
+                assert record["finally_thread"].name.startswith("AnyIO worker")
+        finally:
+            release.set()

@@ -53,8 +53,8 @@ class _Raised:
 
     __slots__ = ("exc",)
 
-    def __init__(self, exc: Exception) -> None:
-        self.exc: Exception | None = exc
+    def __init__(self, exc: BaseException) -> None:
+        self.exc: Exception | None = _as_error(exc)
 
     def reraise(self) -> NoReturn:
         exc = self.exc
@@ -66,11 +66,27 @@ class _Raised:
             del exc  # not left in this frame, which the traceback holds
 
 
+def _as_error(exc: BaseException) -> Exception:
+    """What the agent's code raised in a worker thread, as an error of its run.
+
+    ``SystemExit`` and ``KeyboardInterrupt`` raised there are not the process's (signals reach
+    the main thread only; ``sys.exit()`` in a thread ends that thread): raised as themselves on
+    the event loop they passed for a shutdown (a 503 the OpenAI clients retry) or cut a stream
+    short. A ``StopIteration`` cannot leave a coroutine: Python names the coroutine instead.
+    """
+    if isinstance(exc, Exception) and not isinstance(exc, StopIteration):
+        return exc
+    text = str(exc)
+    error = RuntimeError(f"the agent raised {type(exc).__name__}" + (f": {text}" if text else ""))
+    error.__cause__ = exc
+    return error
+
+
 def _call(func: Callable[[Any], Any], arg: Any) -> Any:
     """``func(arg)`` in a worker thread, an exception returned as a :class:`_Raised`."""
     try:
         return func(arg)
-    except Exception as exc:
+    except BaseException as exc:
         return _Raised(exc)
 
 
@@ -111,7 +127,7 @@ class _SyncStepper:
             return self.context.run(next, self.iterator)
         except StopIteration:
             return _DONE
-        except Exception as exc:
+        except BaseException as exc:
             return _Raised(exc)
         finally:
             with self.lock:
@@ -142,7 +158,7 @@ class _SyncStepper:
         if close is not None:
             try:
                 self.context.run(close)
-            except Exception as exc:
+            except BaseException as exc:
                 return _Raised(exc)
         return None
 

@@ -7,6 +7,7 @@ protocol's error frame), without a traceback, and the next request must succeed.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
@@ -42,10 +43,18 @@ def _faulty(request: AgentRequest) -> Any:
             yield object()
         if mode == "gen_set":
             yield AgentEvent(EventType.TEXT, {"delta": "x"}, addition={"tags": {1, 2}})
+        if mode == "gen_exit":
+            sys.exit("generator quit")
         yield "end"
 
     if mode == "raise":
         raise RuntimeError("agent broke")
+    if mode == "exit":
+        sys.exit("agent quit")
+    if mode == "interrupt":
+        raise KeyboardInterrupt("agent interrupted")
+    if mode == "stop_iteration":
+        raise StopIteration("agent ran out")
     if mode == "bad_return":
         return 42
     if mode == "bad_item":
@@ -137,7 +146,8 @@ def assert_still_serving(base: str) -> None:
 
 
 FAULTS = ["raise", "bad_return", "bad_item", "set_args", "set_usage", "object_data",
-          "gen_raise", "gen_bad_type", "gen_set"]  # fmt: skip
+          "gen_raise", "gen_bad_type", "gen_set", "exit", "interrupt", "stop_iteration",
+          "gen_exit"]  # fmt: skip
 # What a protocol never serialises cannot fail it: OpenAI streams send no CUSTOM event and no
 # usage unless asked; a chat.completion has no CUSTOM event and no per-delta additions; AG-UI
 # picks the known token counts out of usage.
@@ -185,6 +195,38 @@ def test_agui_fault_is_run_error(base_url: str, mode: str) -> None:
         assert set(events[-1]) <= {"type", "message", "code", "timestamp", "rawEvent"}
         assert events[-1]["message"]
     assert_still_serving(base_url)
+
+
+@pytest.mark.parametrize(
+    "mode, message",
+    [("exit", "the agent raised SystemExit: agent quit"),
+     ("interrupt", "the agent raised KeyboardInterrupt: agent interrupted"),
+     ("stop_iteration", "the agent raised StopIteration: agent ran out"),
+     ("gen_exit", "the agent raised SystemExit: generator quit")],
+)  # fmt: skip
+def test_exits_raised_in_the_agents_thread_are_agent_errors(
+    serve: Any, mode: str, message: str
+) -> None:
+    """``sys.exit()``, ``KeyboardInterrupt`` or ``StopIteration`` raised by a sync agent in its
+    worker thread end its run like any exception, on every protocol. Before, the first two
+    reached the event loop as themselves: a non-stream run got a 503 "shutting down" (which
+    the OpenAI clients retry, running the agent again), a stream was cut without its error
+    frame; a ``StopIteration`` said "coroutine raised StopIteration"."""
+    with serve(AgentRunServer(_faulty)) as base:
+        r = chat(base, mode)
+        assert assert_error(r, 500)["message"] == message
+        assert r.headers["x-should-retry"] == "false"
+        last = orjson.loads(sse_payloads(chat(base, mode, stream=True).content)[-1])
+        assert last["error"]["message"] == message
+        assert agui(base, mode)[-1] == {"type": "RUN_ERROR", "message": message}
+        body = {"input": mode}
+        r = httpx.post(base + "/v1/responses", json=body, timeout=10)
+        assert assert_error(r, 500)["message"] == message
+        r = httpx.post(base + "/v1/responses", json={**body, "stream": True}, timeout=10)
+        failed = orjson.loads(sse_payloads(r.content)[-1])
+        assert failed["type"] == "response.failed"
+        assert failed["response"]["error"]["message"] == message
+        assert_still_serving(base)
 
 
 def test_unserialisable_event_message_is_clear(base_url: str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import logging
 import threading
 from collections.abc import (
     AsyncGenerator,
@@ -36,6 +37,8 @@ from typing import Any, NoReturn
 import anyio
 
 from .models import AgentEvent, AgentRequest, AgentResponse, EventType
+
+logger = logging.getLogger("agentrun_asgi")
 
 StreamItem = str | AgentEvent
 AgentFunc = Callable[[AgentRequest], Any]
@@ -134,7 +137,10 @@ class _SyncStepper:
                 self.busy = False
                 close_now = self.closing
             if close_now:
-                self._close()
+                raised = self._close()
+                if raised is not None:  # the run has ended: only the log can be told
+                    logger.warning("the agent failed while it was being closed",
+                                   exc_info=raised.exc)  # fmt: skip
 
     def close(self) -> bool:
         """Ask for the close, on the event loop; True if the caller must then run

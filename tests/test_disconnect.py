@@ -9,6 +9,7 @@ left behind: asyncio tasks on the server's loop, worker threads still inside the
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import sys
 import threading
@@ -606,3 +607,40 @@ def test_sync_generator_stopped_while_it_waits_for_a_worker_thread(
                 assert record["finally_thread"].name.startswith("AnyIO worker")
         finally:
             release.set()
+
+
+def test_sync_generator_cleanup_failing_after_its_step_is_logged(
+    serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sync generator stopped during a ``next()`` is closed by that step, in its thread, after
+    the run has ended; an exception from its ``finally`` there was dropped without a word. It is
+    logged, as for a generator closed by the run, with the request's id."""
+    closed = threading.Event()
+
+    def agent(request: AgentRequest) -> Iterator[str]:
+        try:
+            yield "first "
+            time.sleep(0.5)  # the client leaves during this step
+            yield "late"
+        finally:
+            closed.set()
+            raise RuntimeError("cleanup failed")
+
+    with caplog.at_level(logging.WARNING, logger="agentrun_asgi"):
+        with serve(AgentRunServer(agent)) as base:
+            sock = connect(base)
+            send_json(sock, "/v1/chat/completions", {**CHAT, "stream": True})
+            head = read_until(sock, b"first").decode()
+            request_id = head.split("x-request-id: ")[1].split("\r\n")[0]
+            time.sleep(0.1)  # the watcher is on
+            sock.close()
+            assert closed.wait(5)
+
+            def logged() -> list[logging.LogRecord]:
+                return [r for r in caplog.records
+                        if r.exc_info and "cleanup failed" in str(r.exc_info[1])]  # fmt: skip
+
+            assert wait_for(lambda: bool(logged())), "the agent's failure went unlogged"
+    record = logged()[0]
+    assert record.levelno == logging.WARNING
+    assert request_id in record.getMessage()

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .errors import NO_RETRY, ClientDisconnect, ProtocolError, ResponseAborted
+from .invoker import closed_after_stops
 from .requests import header
 from .responses import send_error
 from .types import Endpoint, Scope, Send
@@ -301,11 +302,13 @@ class Lifecycle:
             self._idle.set()
 
     async def drain(self) -> None:
-        """Wait for the runs in flight to end; bounded by the grace period (and one second)."""
+        """Wait for the runs in flight to end, and for the sync generators of stopped runs to
+        be closed by their steps in flight; bounded by the grace period (and one second)."""
         if self._idle is None:
             return
         with anyio.move_on_after(self.grace + 1.0):
             await self._idle.wait()
+            await closed_after_stops()
 
 
 async def run_anyio(run: Run, endpoint: Endpoint, send: Send) -> tuple[bool, Exception | None]:

@@ -97,6 +97,18 @@ class AgentOutputError(TypeError):
     """The agent returned or yielded something no protocol can send."""
 
 
+#: Sync iterators of stopped runs, left to the step in flight to close when its ``next()``
+#: returns; shutdown waits for them (:func:`closed_after_stops`) so that their ``finally``
+#: runs before the process exits.
+_left_to_close: set[_SyncStepper] = set()
+
+
+async def closed_after_stops() -> None:
+    """Return once the sync iterators of stopped runs are closed (their steps returned)."""
+    while _left_to_close:
+        await anyio.sleep(0.01)
+
+
 class _SyncStepper:
     """Steps a sync iterator from worker threads, and closes it when no ``next()`` is running.
 
@@ -138,6 +150,7 @@ class _SyncStepper:
                 close_now = self.closing
             if close_now:
                 raised = self._close()
+                _left_to_close.discard(self)
                 if raised is not None:  # the run has ended: only the log can be told
                     logger.warning("the agent failed while it was being closed",
                                    exc_info=raised.exc)  # fmt: skip
@@ -148,6 +161,7 @@ class _SyncStepper:
         with self.lock:
             self.closing = True  # no step starts after this
             if self.busy:
+                _left_to_close.add(self)
                 return False  # the step in flight closes it
         iterator = self.iterator
         if type(iterator) is GeneratorType and getgeneratorstate(iterator) != GEN_SUSPENDED:

@@ -303,3 +303,31 @@ def test_plain_uvicorn_graceful_timeout_still_gets_final_frame() -> None:
         assert elapsed < 4
         assert orjson.loads(payloads[-1])["error"]["code"] == "server_shutting_down"
         assert endless.finalized.wait(2)
+
+
+def test_shutdown_waits_for_a_stopped_sync_generator_to_close_in_its_thread() -> None:
+    """A sync generator stopped at the end of the grace period while its ``next()`` runs is
+    closed by that step when it returns, in its thread. Shutdown waits for it (within its
+    bound): before, the lifespan ended at once, and uvicorn, which re-raises the SIGTERM it
+    caught, ended the process before the generator's ``finally`` could run."""
+    order: list[str] = []
+
+    def agent(request: AgentRequest) -> Iterator[str]:
+        try:
+            yield "first "
+            time.sleep(0.5)  # still running when the grace period ends
+            yield "late"
+        finally:
+            order.append(f"finally in {threading.current_thread().name}")
+
+    app = AgentRunServer(agent, shutdown_grace=0.2, on_shutdown=[lambda: order.append("hooks")])
+    uv = app.uvicorn_server(host="127.0.0.1", port=0, log_level="warning")
+    body = {**CHAT, "stream": True}
+    with running(uv) as base:
+        with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=10) as r:
+            lines = r.iter_lines()
+            assert "first" in next(lines)
+            uv.should_exit = True
+            payloads = [line[5:].strip() for line in lines if line.startswith("data:")]
+    assert orjson.loads(payloads[-1])["error"]["code"] == "server_shutting_down"
+    assert order == ["finally in AnyIO worker thread", "hooks"]

@@ -66,6 +66,9 @@ _HEALTH_BODY = b'{"status":"ok"}'
 
 Lifespan = Callable[["AgentRunServer"], AbstractAsyncContextManager[Any]]
 
+#: Whether a startup in this process froze the heap already (:meth:`AgentRunServer.startup`).
+_heap_frozen = False
+
 
 def _str_list(option: str, value: Sequence[str]) -> list[str]:
     """``value`` as a list, refusing a bare string (a ``Sequence[str]`` too, to type checkers).
@@ -387,10 +390,15 @@ class AgentRunServer:
             # so the lines would be dropped: they go through uvicorn's logger, as the routes do.
             access.logger = logging.getLogger("uvicorn.error")
         self.log_routes()
-        # What is alive now lives as long as the process: frozen, it is left out of every later
-        # full collection, each of which would walk it all again. No collection first: it took
-        # ~18 ms of the cold start to find a few hundred objects of import-time garbage.
-        gc.freeze()
+        global _heap_frozen
+        if not _heap_frozen:
+            # What is alive at the process's first startup lives as long as the process: frozen,
+            # it is left out of every later full collection, each of which would walk it all
+            # again. No collection first: it took ~18 ms of the cold start to find a few hundred
+            # objects of import-time garbage. Once only: at a later startup (servers started one
+            # after another) the heap holds stopped servers not yet collected, frozen for good.
+            _heap_frozen = True
+            gc.freeze()
 
     def begin_shutdown(self) -> None:
         """Refuse new requests (503) and give runs in flight ``shutdown_grace`` seconds more.

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -104,6 +106,28 @@ def test_serving_again_after_a_restart() -> None:
             assert (await call(server, "GET", "/health")).status == 200
 
     asyncio.run(main())
+
+
+def test_servers_started_one_after_another_are_freed() -> None:
+    """Startup freezes the heap (``gc.freeze``) once per process: a server started later (a
+    test suite's next one, a restart in a notebook) used to freeze the ones stopped before it,
+    still uncollected in their reference cycles, and everything they held, for good."""
+
+    class Held:  # what an agent may hold (a client, a cache), in a reference cycle
+        def __init__(self) -> None:
+            self.me = self
+
+    def started_and_stopped() -> weakref.ref[Held]:
+        held = Held()
+        server = AgentRunServer(lambda request, held=held: "ok")
+        with run_server(server) as base:
+            assert httpx.get(base + "/health").status_code == 200
+        return weakref.ref(held)
+
+    started_and_stopped()  # the process's first startup, whichever test runs first
+    gone = [started_and_stopped() for _ in range(2)]
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None]
 
 
 def test_lifespan_context_manager_and_hooks_in_order() -> None:
@@ -214,6 +238,8 @@ def test_shutdown_after_a_loop_was_closed_mid_request() -> None:
     abandoned = asyncio.new_event_loop()
     task = abandoned.create_task(call(server, "POST", "/v1/chat/completions", chat_body(True)))
     abandoned.run_until_complete(asyncio.sleep(0.05))  # in flight, streaming
+    left = asyncio.all_tasks(abandoned)  # the request's and its disconnect watcher's
+    assert task in left
     abandoned.close()  # without finishing it
     assert server.lifecycle.runs
 
@@ -221,9 +247,10 @@ def test_shutdown_after_a_loop_was_closed_mid_request() -> None:
         assert httpx.get(base + "/health").status_code == 200
     assert hooks == ["shutdown"]
     assert not server.lifecycle.runs
-    with contextlib.suppress(BaseException):
-        task.get_coro().close()
-    task._log_destroy_pending = False  # type: ignore[attr-defined]  # it was left on purpose
+    for leftover in left:
+        with contextlib.suppress(BaseException):
+            leftover.get_coro().close()
+        leftover._log_destroy_pending = False  # type: ignore[attr-defined]  # left on purpose
 
 
 @contextmanager

@@ -96,13 +96,18 @@ def _check_prefix_overrides(overrides: Mapping[str, str], handlers: list[Protoco
             raise TypeError(f"prefix_overrides[{name!r}] must be a path string, not {prefix!r}")
 
 
-def uvicorn_log_config(log_level: str) -> dict[str, Any]:
+def uvicorn_log_config(log_level: str | int | None) -> dict[str, Any]:
     """uvicorn's logging config, with the server's logger and every line tagged with its request.
 
     A dict, not loggers set up here: uvicorn applies it in each process it starts, so the
-    workers of ``--workers`` and ``--reload`` tag their lines too.
+    workers of ``--workers`` and ``--reload`` tag their lines too. ``log_level`` is what
+    uvicorn takes: a name in any case, a ``logging`` number, or None (its default, info).
     """
     from uvicorn.config import LOGGING_CONFIG
+
+    level = log_level.upper() if isinstance(log_level, str) else log_level
+    if level is None:
+        level = logging.INFO
 
     config: dict[str, Any] = {
         **LOGGING_CONFIG,
@@ -111,7 +116,7 @@ def uvicorn_log_config(log_level: str) -> dict[str, Any]:
         "formatters": {k: dict(v) for k, v in LOGGING_CONFIG["formatters"].items()},
     }
     config["loggers"]["agentrun_asgi"] = {
-        "handlers": ["default"], "level": log_level.upper(), "propagate": False,
+        "handlers": ["default"], "level": level, "propagate": False,
     }  # fmt: skip
     config["filters"] = {
         "request_id": {"()": "agentrun_asgi.middleware.request_id.RequestIdFilter"}
@@ -456,7 +461,7 @@ class AgentRunServer:
         self,
         host: str = "0.0.0.0",
         port: int = 9000,
-        log_level: str = "info",
+        log_level: str | int | None = "info",
         **uvicorn_kwargs: Any,
     ) -> None:
         """Serve with uvicorn until interrupted; extra keyword arguments go to uvicorn's Config.

@@ -217,3 +217,19 @@ def test_start_refuses_what_needs_an_import_string(
     server = AgentRunServer(lambda request: "ok")
     with pytest.raises(ValueError, match="import string"):
         server.start(host="127.0.0.1", port=free_port(), **option)
+
+
+@pytest.mark.parametrize("level", ["logging.DEBUG", "None", "'WARNING'"])
+def test_start_takes_the_log_levels_uvicorn_takes(level: str) -> None:
+    """uvicorn takes a level name in any case, a ``logging`` number or None: ``start()`` used to
+    fail on the last two with an AttributeError from building its log config."""
+    port = free_port()
+    script = ("import logging; from tests.apps.agent_app import app; "
+              f"app.start(host='127.0.0.1', port={port}, log_level={level})")  # fmt: skip
+    with server_process(["-c", script], port) as proc:
+        r = httpx.post(proc.base_url + "/v1/chat/completions", json=USER, timeout=10)
+        proc.proc.send_signal(signal.SIGINT)
+        code = proc.proc.wait(15)
+        output = proc.output()
+    assert r.json()["choices"][0]["message"]["content"] == "Hello from agent_app: hi"
+    assert code == 0 and "Traceback" not in output, output

@@ -447,15 +447,10 @@ class AgentRunServer:
         """
         import uvicorn
 
-        app = self
-
-        class Server(uvicorn.Server):
-            async def shutdown(self, sockets: Any = None) -> None:
-                app.begin_shutdown()
-                await super().shutdown(sockets)
+        from .uvicorn_server import Server
 
         config.setdefault("timeout_graceful_shutdown", int(self.lifecycle.grace + 5))
-        return Server(uvicorn.Config(self, **config))
+        return Server(uvicorn.Config(self, **config), self)
 
     def start(
         self,

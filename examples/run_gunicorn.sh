@@ -8,13 +8,14 @@
 #
 # - AGENTRUN_AGENT names the agent; every worker imports agentrun_asgi:app, which reads it.
 # - --graceful-timeout exceeds the server's shutdown_grace (10 s by default), so streams in
-#   flight end cleanly on a deploy: gunicorn's SIGTERM starts the ASGI lifespan shutdown.
+#   flight end cleanly on a deploy: the worker class (uvicorn-worker's, telling the server when
+#   gunicorn stops it) begins the server's shutdown on gunicorn's SIGTERM.
 # - --keep-alive above the load balancer's idle timeout (60 s on most) avoids 502s from
 #   connections the balancer reuses just as the worker closes them.
 # - --forwarded-allow-ips trusts the balancer's X-Forwarded-For / -Proto (set to its address).
 set -eu
 exec gunicorn "${APP:-agentrun_asgi:app}" \
-  --worker-class uvicorn_worker.UvicornWorker \
+  --worker-class agentrun_asgi.gunicorn.UvicornWorker \
   --workers "${WORKERS:-4}" \
   --bind "${BIND:-0.0.0.0:9000}" \
   --graceful-timeout "${GRACEFUL_TIMEOUT:-30}" \

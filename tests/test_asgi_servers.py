@@ -9,7 +9,11 @@ Responses API stream. The process group is always stopped, also when the test fa
 from __future__ import annotations
 
 import importlib.util
+import json
+import signal
+import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,8 @@ from apps.agent_app import ANSWER
 from apps.process import free_port, server_process
 
 APP = "tests.apps.agent_app:app"
+#: gunicorn's uvicorn worker that tells the app when it stops (the one the README names).
+WORKER = "agentrun_asgi.gunicorn.UvicornWorker"
 USER: Any = [{"role": "user", "content": "hi"}]
 
 
@@ -35,7 +41,7 @@ def _commands(port: int) -> dict[str, list[str]]:
         "hypercorn": ["-m", "hypercorn", APP, "--bind", bind, "--log-level", "warning"],
         "granian": ["-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port",
                     str(port), "--log-level", "warning", APP],
-        "gunicorn": ["-m", "gunicorn", APP, "--worker-class", "uvicorn_worker.UvicornWorker",
+        "gunicorn": ["-m", "gunicorn", APP, "--worker-class", WORKER,
                      "--bind", bind, "--workers", "2", "--log-level", "warning"],
     }  # fmt: skip
 
@@ -88,3 +94,46 @@ def test_under_asgi_server(server: str) -> None:
         except BaseException:
             print(proc.output())  # shown by pytest with the failure
             raise
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", {"stream": True, "messages": USER}),
+    ("/ag-ui/agent", {"messages": [{"id": "1", "role": "user", "content": "hi"}]}),
+])  # fmt: skip
+def test_gunicorn_stop_ends_streams_with_their_error_frame(path: str, body: Any) -> None:
+    """A deploy stops gunicorn with SIGTERM: a stream in flight gets ``shutdown_grace`` (0.5 s
+    here), then its protocol's error frame, and the master exits 0. uvicorn-worker's own worker
+    never told the app: the stream ran on until ``--graceful-timeout`` and was cut mid-body."""
+    missing = [m for m in _NEEDS["gunicorn"] if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"gunicorn is not installed (missing: {', '.join(missing)})")
+    port = free_port()
+    args = ["-m", "gunicorn", "tests.apps.agent_app:endless", "--worker-class", WORKER,
+            "--bind", f"127.0.0.1:{port}", "--workers", "2", "--graceful-timeout", "30",
+            "--log-level", "warning"]  # fmt: skip
+    with server_process(args, port) as proc:
+        lines: list[str] = []
+        first = threading.Event()
+
+        def read_stream() -> None:
+            with httpx.stream("POST", proc.base_url + path, json=body, timeout=60) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data:"):
+                        lines.append(line[5:].strip())
+                        first.set()
+
+        reader = threading.Thread(target=read_stream, daemon=True)
+        reader.start()
+        assert first.wait(30)
+        proc.proc.send_signal(signal.SIGTERM)  # the master, as a deploy does
+        reader.join(20)  # grace 0.5 s, and ample room for a slow machine; 30 s cut it before
+        assert not reader.is_alive(), "the stream was still open 20 s after SIGTERM"
+        try:
+            code = proc.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            pytest.fail("gunicorn was still running 20 s after SIGTERM")
+        output = proc.output()
+    last = json.loads(lines[-1])
+    error = last if path == "/ag-ui/agent" else last["error"]
+    assert error["code"] == "server_shutting_down", lines[-3:]
+    assert code == 0 and "Traceback" not in output, output

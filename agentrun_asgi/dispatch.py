@@ -113,10 +113,14 @@ class Dispatcher:
                 await endpoint(request, send)
             except asyncio.CancelledError:
                 run = request.run
-                if run is None or run.reason is None:
-                    await refuse_cancelled(request, send)
+                if (run is None or run.reason is None) and not await refuse_cancelled(
+                    request, send
+                ):
                     raise  # not ours: the ASGI server is giving up on the request
-                stopped = True
+                # Ours, or the server's (its graceful shutdown timed out) with the response
+                # ended whole: a 503, or a stream's last frame. Raised on, the server would
+                # log that finished response as an application error, with a traceback.
+                stopped = run is not None and run.reason is not None
                 uncancel = getattr(task, "uncancel", None)  # Python 3.11+
                 if uncancel is not None:
                     uncancel()

@@ -382,12 +382,19 @@ async def answer(send: Send, error: ProtocolError) -> None:
     raise ResponseAborted(f"a response had started; could not send a {error.status}")
 
 
-async def refuse_cancelled(request: Request, send: Send) -> None:
-    """Cancelled from outside (the ASGI server gave up at shutdown): a 503 if nothing was sent."""
+async def refuse_cancelled(request: Request, send: Send) -> bool:
+    """Cancelled from outside (the ASGI server gave up at shutdown): a 503 if nothing was sent.
+
+    True if the response is whole now: that 503, or a stream ended with its last frame.
+    """
+    if request.complete:
+        return True
     if not request.started:
         with anyio.CancelScope(shield=True):
-            if not await send_fallback(send, shutting_down()):
-                await end_body(send)  # the cancellation goes on up: the connection ends anyway
+            if await send_fallback(send, shutting_down()):
+                return True
+            await end_body(send)  # the cancellation goes on up: the connection ends anyway
+    return False
 
 
 async def end_body(send: Send) -> None:

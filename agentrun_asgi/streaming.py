@@ -152,6 +152,7 @@ async def _end_stopped(send: Send, encoder: StreamEncoder, request: Request) -> 
     with anyio.move_on_after(LAST_WRITE_TIMEOUT) as bound:
         try:
             await send({"type": "http.response.body", "body": tail, "more_body": False})
+            request.complete = True
         except Exception as exc:
             logger.debug("could not send the final frame: %r", exc)
     if bound.cancelled_caught:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import threading
 import time
 import weakref
@@ -317,19 +318,65 @@ def test_uvicorn_shutdown_lets_a_short_stream_finish() -> None:
             httpx.get(base + "/health", timeout=2)
 
 
-def test_plain_uvicorn_graceful_timeout_still_gets_final_frame() -> None:
-    """``uvicorn --timeout-graceful-shutdown``: uvicorn cancels the request; the frame goes out."""
+class Records(logging.Handler):
+    """The records of one logger, whatever logging config uvicorn applied to it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.logger = logging.getLogger(name)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> list[logging.LogRecord]:
+        self.logger.addHandler(self)
+        return self.records
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+
+
+@pytest.mark.parametrize("path, body", [("/v1/chat/completions", {**CHAT, "stream": True}),
+                                        ("/ag-ui/agent", AGUI)])  # fmt: skip
+def test_plain_uvicorn_graceful_timeout_still_gets_final_frame(path: str, body: Any) -> None:
+    """``uvicorn --timeout-graceful-shutdown``: uvicorn cancels the request; the frame goes out,
+    and the response is whole: uvicorn used to log each such stream as an "Exception in ASGI
+    application", with the traceback of its cancellation."""
     endless = Endless()
     app = AgentRunServer(endless.agent)
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical",
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                                        timeout_graceful_shutdown=1))  # fmt: skip
-    with running(uv) as base:
-        payloads, elapsed = stream_until_shutdown(
-            base, uv, "/v1/chat/completions", {**CHAT, "stream": True}, endless
-        )
+    with Records("uvicorn.error") as records, running(uv) as base:
+        payloads, elapsed = stream_until_shutdown(base, uv, path, body, endless)
         assert elapsed < 4
-        assert orjson.loads(payloads[-1])["error"]["code"] == "server_shutting_down"
+        last = orjson.loads(payloads[-1])
+        assert (last if path == "/ag-ui/agent" else last["error"])["code"] == "server_shutting_down"
         assert endless.finalized.wait(2)
+    assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == [
+        "Cancel 1 running task(s), timeout graceful shutdown exceeded"
+    ]
+
+
+def test_plain_uvicorn_graceful_timeout_answers_a_json_run_503() -> None:
+    endless = Endless()
+    app = AgentRunServer(endless.agent)
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                       timeout_graceful_shutdown=1))  # fmt: skip
+    with Records("uvicorn.error") as records, running(uv) as base:
+        with httpx.Client(timeout=15) as client:
+            pending = threading.Thread(target=lambda: answers.append(
+                client.post(base + "/v1/chat/completions", json=CHAT)))  # fmt: skip
+            answers: list[httpx.Response] = []
+            pending.start()
+            assert endless.started.wait(5)
+            uv.should_exit = True
+            pending.join(10)
+    assert answers[0].status_code == 503
+    assert answers[0].json()["error"]["code"] == "server_shutting_down"
+    assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == [
+        "Cancel 1 running task(s), timeout graceful shutdown exceeded"
+    ]
 
 
 def test_shutdown_waits_for_a_stopped_sync_generator_to_close_in_its_thread() -> None:

@@ -221,7 +221,8 @@ class Lifecycle:
         #: Tasks of the requests that arrived since the last sweep (the dispatcher appends).
         self.fresh: list[asyncio.Task[Any]] = []
         #: The loop the sweep runs on (None: not armed). A loop, not a flag: an app object
-        #: served again on a new loop (a test, an embedding without lifespan) sweeps there.
+        #: served again on a new loop (a test, an embedding without lifespan) sweeps there,
+        #: and one served by several loops at once (servers in threads) has one sweep for all.
         self.sweeping: asyncio.AbstractEventLoop | None = None
         #: Tasks in flight at the last sweep still waiting for a watcher.
         self._waiting: list[asyncio.Task[Any]] = []
@@ -236,8 +237,13 @@ class Lifecycle:
         return run
 
     def start_sweeping(self, loop: asyncio.AbstractEventLoop) -> None:
+        current = self.sweeping
+        if current is not None and current.is_running():
+            # Another loop serving this app sweeps for both: taking its sweep over, as this
+            # once did, dropped the requests it was waiting to watch (never told of a
+            # disconnect, their agents ran on for nobody).
+            return
         self.sweeping = loop
-        self._waiting = []
         loop.call_later(WATCH_DELAY, self._sweep, loop)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -248,20 +254,30 @@ class Lifecycle:
         waiting: list[asyncio.Task[Any]] = []
         for task in self._waiting:
             request = runs.get(task)
-            if request is None or task.get_loop() is not loop:
+            own = task.get_loop()
+            if request is None or (own is not loop and own.is_closed()):
                 continue  # over (or left behind by a loop that was closed mid-request)
-            if request.body_read:
-                self.run_of(task, request).watch()
-            else:
+            if not request.body_read:
                 waiting.append(task)  # still reading its body: look again next time
-        waiting += self.fresh
-        self.fresh = []
+            elif own is loop:
+                self.run_of(task, request).watch()
+            else:  # served by another loop at the same time: watched there
+                own.call_soon_threadsafe(self._watch_on_own_loop, task)
+        fresh, self.fresh = self.fresh, []
+        waiting += fresh
         self._waiting = waiting
         if runs:
             loop.call_later(WATCH_DELAY, self._sweep, loop)
         else:
             self.sweeping = None
             self._waiting = []
+
+    def _watch_on_own_loop(self, task: asyncio.Task[Any]) -> None:
+        """The sweep's work for a request of another loop, run on that loop (a ``Run`` and its
+        watcher belong to the loop of their task)."""
+        request = self.runs.get(task)
+        if request is not None:
+            self.run_of(task, request).watch()
 
     def finished(self) -> None:
         """A request left ``runs`` after shutdown began: say so if it was the last."""

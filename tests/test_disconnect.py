@@ -192,6 +192,47 @@ def test_disconnect_cancels_agent(serve: Any, shape: str, mode: str) -> None:
         assert httpx.get(base + "/v1/models").status_code == 200
 
 
+def test_disconnect_cancels_agent_of_an_app_served_by_two_loops(serve: Any) -> None:
+    """One server object behind two uvicorn servers, each in a thread with its event loop: a
+    request on either one still has its disconnect seen. The loops used to take the one sweep
+    from each other, dropping the requests it was waiting to watch: a client that left was
+    never noticed, and its agent ran on for nobody."""
+    probe = Probe()
+    endless = make_agent("async_gen", probe)
+
+    async def agent(request: AgentRequest) -> AsyncIterator[str]:
+        if request.stream:  # the one stream; the other loop's requests answer at once
+            async for piece in endless(request):
+                yield piece
+        else:
+            yield "quick"
+
+    server = AgentRunServer(agent)
+    with serve(server) as first, serve(server) as second:
+        stop = threading.Event()
+        flowing = threading.Event()
+
+        def other_traffic() -> None:  # the other loop keeps arming the sweep on its side
+            with httpx.Client(base_url=second) as client:
+                while not stop.is_set():
+                    assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+                    flowing.set()
+
+        traffic = threading.Thread(target=other_traffic)
+        traffic.start()
+        try:
+            assert flowing.wait(10)
+            sock = connect(first)
+            send_json(sock, "/v1/chat/completions", {**CHAT, "stream": True})
+            read_until(sock, b"tick")
+            time.sleep(0.2)  # several sweeps with the stream and the traffic both in flight
+            sock.close()
+            assert probe.finalized.wait(5), "the agent's finally never ran"
+        finally:
+            stop.set()
+            traffic.join(10)
+
+
 def test_disconnect_while_body_is_uploading(serve: Any) -> None:
     """A client gone before its body is complete never reaches the agent."""
     probe = Probe()

@@ -24,6 +24,7 @@ import copy
 import gc
 import inspect
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import replace
@@ -478,6 +479,10 @@ class AgentRunServer:
             server.run()
         except KeyboardInterrupt:
             pass  # uvicorn shut down already, then raised the signal again for its caller
+        finally:
+            uds = uvicorn_kwargs.get("uds")
+            if uds and os.path.exists(uds):
+                os.remove(uds)  # as uvicorn.run: a stale socket file would refuse connections
 
     def as_fastapi_app(self, **fastapi_kwargs: Any) -> FastAPI:
         """A FastAPI app that forwards every request to this server (FastAPI imported here)."""

@@ -233,3 +233,34 @@ def test_start_takes_the_log_levels_uvicorn_takes(level: str) -> None:
         output = proc.output()
     assert r.json()["choices"][0]["message"]["content"] == "Hello from agent_app: hi"
     assert code == 0 and "Traceback" not in output, output
+
+
+def test_start_on_a_unix_socket_removes_it_when_stopped(tmp_path: Path) -> None:
+    """As ``uvicorn.run`` does: the socket file of ``uds=`` goes with the server; it was left
+    behind, and a client (a proxy) connecting to it was refused instead of finding none."""
+    path = tmp_path / "agent.sock"
+    script = f"from tests.apps.agent_app import app; app.start(uds={str(path)!r})"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(path)), timeout=2) as client:
+            while True:
+                try:
+                    r = client.post("http://agent/v1/chat/completions", json=USER)
+                    break
+                except httpx.TransportError:
+                    assert proc.poll() is None and time.monotonic() < deadline, "never served"
+                    time.sleep(0.1)
+        assert r.json()["choices"][0]["message"]["content"] == "Hello from agent_app: hi"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        output = proc.communicate()[0]
+    assert not path.exists(), output

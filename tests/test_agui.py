@@ -457,7 +457,13 @@ def test_hitl_minimal_data_gets_id_and_reason() -> None:
          [{"inputTokens": 5, "outputTokens": 7, "totalTokens": 12, "reasoningTokens": 3,
            "cachedInputTokens": 2}]),
         ([{"inputTokens": 1, "outputTokens": 2, "model": "m"}, {"input_tokens": 3}],
-         [{"model": "m", "inputTokens": 1, "outputTokens": 2}, {"inputTokens": 3}]),
+         [{"model": "m", "inputTokens": 1, "outputTokens": 2, "totalTokens": 3},
+          {"inputTokens": 3}]),
+        # A missing total is the sum (README, "Events"), as on the OpenAI protocols.
+        ({"prompt_tokens": 5, "completion_tokens": 7},
+         [{"inputTokens": 5, "outputTokens": 7, "totalTokens": 12}]),
+        ({"input_tokens": 5, "output_tokens": 7, "total_tokens": None},
+         [{"inputTokens": 5, "outputTokens": 7, "totalTokens": 12}]),
         ({"prompt_tokens": -1, "completion_tokens": True, "total_tokens": "9"}, None),
     ],
 )  # fmt: skip

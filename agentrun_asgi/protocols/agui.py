@@ -94,7 +94,8 @@ _USAGE_INTS = (
 
 def _token_usage(usage: Any) -> list[dict[str, Any]] | None:
     """AG-UI's usage list (``TokenUsage`` objects) from OpenAI's usage object, or from entries
-    already in AG-UI's shape; counts that are not non-negative integers are left out."""
+    already in AG-UI's shape; counts that are not non-negative integers are left out, and a
+    missing total is the input and output counts summed."""
     if isinstance(usage, list):
         entries = [e for u in usage if (e := _token_usage(u))]
         return [x for e in entries for x in e] or None
@@ -114,6 +115,9 @@ def _token_usage(usage: Any) -> list[dict[str, Any]] | None:
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 entry[names[0]] = value
                 break
+    if "totalTokens" not in entry and "inputTokens" in entry and "outputTokens" in entry:
+        # A missing total is the sum, as on the OpenAI protocols (and AG-UI's own definition).
+        entry["totalTokens"] = entry["inputTokens"] + entry["outputTokens"]
     return [entry] if entry else None
 
 

@@ -82,7 +82,7 @@ class _Static:
 
 
 class PlaygroundHandler(ProtocolHandler):
-    """Serves the playground page and its two assets under ``path``.
+    """Serves the playground page and its assets (script, style sheet, icon) under ``path``.
 
     The page learns the paths of the OpenAI and AG-UI endpoints from ``data-`` attributes of
     its root element, written at :meth:`bind` from the server's own handlers and prefixes (a

@@ -258,12 +258,26 @@ class Request:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             refuse_encoded(self.scope)
-            if body[:3] != UTF8_BOM:
-                raise InvalidJSON(exc) from None
+            if body[:3] != UTF8_BOM or utf8_error(body) is not None:
+                raise InvalidJSON(exc, body) from None
         try:
             return orjson.loads(body[3:])
         except orjson.JSONDecodeError as exc:
-            raise InvalidJSON(exc) from None
+            raise InvalidJSON(exc, body[3:]) from None
+
+
+def utf8_error(body: bytes) -> str | None:
+    """Why a body orjson refused is not UTF-8, or None if it is. orjson checks UTF-8 before the
+    syntax and words every stray byte as "surrogates not allowed" at line 1 column 1, which
+    names neither the problem nor its place (in a Latin-1 body, say): this names both."""
+    try:
+        body.decode()
+    except UnicodeDecodeError as exc:
+        return (
+            f"it is not UTF-8 (byte 0x{body[exc.start]:02x} at offset {exc.start}); send JSON"
+            " as UTF-8 (RFC 8259 section 8.1)"
+        )
+    return None
 
 
 def refuse_encoded(scope: Scope) -> None:
@@ -286,9 +300,9 @@ class InvalidJSON(ProtocolError, orjson.JSONDecodeError):
 
     __slots__ = ()
 
-    def __init__(self, error: orjson.JSONDecodeError) -> None:
+    def __init__(self, error: orjson.JSONDecodeError, body: bytes) -> None:
         orjson.JSONDecodeError.__init__(self, error.msg, error.doc, error.pos)
-        message = f"The request body is not valid JSON: {error}"
+        message = f"The request body is not valid JSON: {utf8_error(body) or error}"
         ProtocolError.__init__(self, 400, message, code="invalid_json")
 
 

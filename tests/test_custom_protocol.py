@@ -103,6 +103,7 @@ def test_request_json_of_a_bad_body_is_400(serve: Any) -> None:
         error = r.json()["error"]
         assert error["code"] == "invalid_json" and error["type"] == "invalid_request_error"
         assert error["message"].startswith("The request body is not valid JSON")
+    assert "not UTF-8 (byte 0xff at offset 0)" in bad[2].json()["error"]["message"]
     assert guarded.status_code == 200 and guarded.json() == {"caught": 1}
     assert gzipped.status_code == 415
     assert gzipped.json()["error"]["code"] == "unsupported_content_encoding"

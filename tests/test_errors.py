@@ -98,6 +98,21 @@ def test_body_with_utf8_bom_accepted(http: httpx.Client, path: str) -> None:
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/ag-ui/agent", "/v1/responses"])
+def test_body_not_utf8_names_the_byte_and_the_charset(http: httpx.Client, path: str) -> None:
+    """A Latin-1 body was told "str is not valid UTF-8: surrogates not allowed: line 1 column 1
+    (char 0)" (orjson's words for any stray byte): not the problem, not its place."""
+    body = '{"messages":[{"role":"user","content":"caf\u00e9"}],"input":"x"}'.encode("latin-1")
+    at = body.index(b"\xe9")
+    ctype = "application/json; charset=iso-8859-1"
+    r = http.post(path, content=body, headers={"content-type": ctype})
+    message = assert_error(r, 400)["message"]
+    assert f"not UTF-8 (byte 0xe9 at offset {at})" in message and ctype in message
+    assert "surrogates" not in message
+    bom = http.post(path, content=b"\xef\xbb\xbf" + body)  # the offset is the client's own
+    assert f"byte 0xe9 at offset {at + 3}" in assert_error(bom, 400)["message"]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/ag-ui/agent", "/v1/responses"])
 def test_compressed_body_is_415(http: httpx.Client, path: str) -> None:
     """A gzip body (some HTTP clients compress requests) is not read as JSON: 415 says why
     (RFC 9110 15.5.16), where "not valid JSON: unexpected character" would not."""

@@ -11,7 +11,7 @@ import orjson
 
 from ..errors import ProtocolError
 from ..models import ToolCall
-from ..requests import UTF8_BOM, Request, header, refuse_encoded
+from ..requests import UTF8_BOM, Request, header, refuse_encoded, utf8_error
 from ..types import Scope
 
 
@@ -31,14 +31,18 @@ def parse_object(body: bytes, scope: Scope | None = None) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         if scope is not None:
             refuse_encoded(scope)
-        if body[:3] == UTF8_BOM and body[3:6] != UTF8_BOM:  # one BOM: one level of recursion
+        not_utf8 = utf8_error(body)
+        # One BOM before UTF-8: one level of recursion.
+        if not_utf8 is None and body[:3] == UTF8_BOM and body[3:6] != UTF8_BOM:
             return parse_object(body[3:], scope)
         hint = ""
         content_type = header(scope, b"content-type") if scope is not None else None
-        if content_type is not None and b"json" not in content_type.lower():
-            hint = f" (Content-Type was {content_type.decode('latin-1')!r})"
+        if content_type is not None:
+            lowered = content_type.lower()
+            if b"json" not in lowered or (not_utf8 and b"charset=" in lowered):
+                hint = f" (Content-Type was {content_type.decode('latin-1')!r})"
         raise ProtocolError(
-            400, f"The request body is not valid JSON{hint}: {exc}", code="invalid_json"
+            400, f"The request body is not valid JSON{hint}: {not_utf8 or exc}", code="invalid_json"
         ) from None
     if type(data) is not dict:
         raise ProtocolError(

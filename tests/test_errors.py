@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from agentrun_asgi import AgentRequest, AgentRunServer
@@ -110,6 +111,32 @@ def test_body_not_utf8_names_the_byte_and_the_charset(http: httpx.Client, path: 
     assert "surrogates" not in message
     bom = http.post(path, content=b"\xef\xbb\xbf" + body)  # the offset is the client's own
     assert f"byte 0xe9 at offset {at + 3}" in assert_error(bom, 400)["message"]
+
+
+@pytest.mark.parametrize("server", ["httptools", "h11"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/ag-ui/agent", "/v1/responses"])
+def test_body_behind_an_upgrade_offer(serve: Any, server: str, path: str) -> None:
+    """Java's RestClient and Ktor offer ``Upgrade: h2c`` on their POSTs. uvicorn's httptools
+    parser then passes no body on (uvicorn issue 2722) and misreads what follows on the
+    connection: the client was told its body was empty, which it was not, and got a second,
+    plain-text 400 for its body read as a request. It is told why, and the connection closed."""
+    from rawhttp import connect, read_to_close, read_until, request_head, split_response
+
+    body = b'{"messages":[{"role":"user","content":"hi"}],"input":"hi"}'
+    offer = {"Content-Type": "application/json", "Connection": "Upgrade, HTTP2-Settings",
+             "Upgrade": "h2c", "HTTP2-Settings": "AAMAAABkAARAAAAAAAIAAAAA"}  # fmt: skip
+    with serve(AgentRunServer(_agent), http=server) as base:
+        sock = connect(base)
+        sock.sendall(request_head("POST", path, offer, len(body)) + body)
+        if server == "h11":  # the offer ignored and the body read, as RFC 9110 7.8 allows
+            assert read_until(sock, b"\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+            sock.close()
+            return
+        status, headers, raw = split_response(read_to_close(sock))
+        sock.close()
+    assert status == 400 and headers["connection"] == "close"
+    error = orjson.loads(raw)["error"]
+    assert "'Upgrade: h2c'" in error["message"] and "--http h11" in error["message"]
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/ag-ui/agent", "/v1/responses"])

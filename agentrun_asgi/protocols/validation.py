@@ -25,7 +25,7 @@ def parse_object(body: bytes, scope: Scope | None = None) -> dict[str, Any]:
     ``scope`` is only read when the body is refused, to name its Content-Type in the error.
     """
     if not body:
-        raise ProtocolError(400, "The request body is empty; send a JSON object.")
+        raise _empty_body(scope)
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -51,6 +51,23 @@ def parse_object(body: bytes, scope: Scope | None = None) -> dict[str, Any]:
             code="invalid_json",
         )
     return data
+
+
+def _empty_body(scope: Scope | None) -> ProtocolError:
+    """The 400 for an empty body. One sent with an ``Upgrade`` header (Java's RestClient and
+    Ktor offer ``Upgrade: h2c`` on every request) may never have arrived: uvicorn's httptools
+    parser stops at such a header and passes no body on (uvicorn issue 2722), and what follows
+    on the connection is misread (a body written later is taken for a request, a pipelined
+    request is lost). The answer says so, and closes the connection."""
+    message = "The request body is empty; send a JSON object."
+    upgrade = header(scope, b"upgrade") if scope is not None else None
+    if scope is None or upgrade is None or header(scope, b"content-length") == b"0":
+        return ProtocolError(400, message)
+    return ProtocolError(
+        400, f"{message} The request offered 'Upgrade: {upgrade.decode('latin-1')}', after which"
+        " uvicorn's httptools parser passes no body on (uvicorn issue 2722): send it without"
+        " that header, or serve with uvicorn's --http h11.", headers=[(b"connection", b"close")],
+    )  # fmt: skip
 
 
 async def read_object(request: Request) -> dict[str, Any]:

@@ -576,6 +576,35 @@ def test_usage_the_agent_got_wrong_does_not_fail_the_run(serve: Any, usage: Any)
     assert events[-1].type == "response.completed"
 
 
+@pytest.mark.parametrize("usage", [
+    {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+     "prompt_tokens_details": {"cached_tokens": 4},
+     "completion_tokens_details": {"reasoning_tokens": 2}},
+    {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15,
+     "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 1},
+     "output_tokens_details": {"reasoning_tokens": 2}},
+])  # fmt: skip
+def test_usage_breakdown_is_kept(serve: Any, usage: dict[str, Any]) -> None:
+    """Cached and reasoning token counts, in Chat's or the Responses' names, reach the client
+    (Chat Completions and AG-UI report them; they read 0 here)."""
+
+    async def agent(request: AgentRequest) -> AsyncIterator[AgentEvent]:
+        yield AgentEvent(EventType.TEXT, {"delta": "done", "usage": usage})
+
+    with serve(make_server(agent)) as base:
+        oai = client(base)
+        whole = oai.responses.create(model="m", input="x")
+        with oai.responses.stream(model="m", input="x") as stream:
+            streamed = stream.get_final_response()
+    for response in (whole, streamed):
+        assert response.usage is not None
+        assert response.usage.input_tokens_details.cached_tokens == 4
+        assert response.usage.input_tokens_details.cache_write_tokens == (
+            1 if "input_tokens_details" in usage else 0)
+        assert response.usage.output_tokens_details.reasoning_tokens == 2
+        assert response.usage.total_tokens == 15
+
+
 def test_routes_do_not_collide_with_chat() -> None:
     server = make_server(rich_agent)
     paths = {(r.path, tuple(r.methods)) for r in server.routes}

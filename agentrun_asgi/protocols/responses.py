@@ -107,8 +107,18 @@ def _count(usage: dict[str, Any], *keys: str) -> int:
     return 0
 
 
+def _details(usage: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """The first breakdown object given under ``keys`` (Chat's name, then the Responses one)."""
+    for key in keys:
+        value = usage.get(key)
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
 def response_usage(usage: Any) -> dict[str, Any]:
-    """The agent's Chat-style usage in the Responses shape (input/output tokens).
+    """The agent's usage (Chat-style or Responses-style) in the Responses shape, with the
+    cached and reasoning token counts of its breakdowns, as Chat Completions and AG-UI report.
 
     Lenient: a count the agent got wrong ("many", infinity) must not fail a finished run with
     a 500, which the official clients would retry, running the agent again.
@@ -118,13 +128,16 @@ def response_usage(usage: Any) -> dict[str, Any]:
     prompt = _count(usage, "prompt_tokens", "input_tokens")
     completion = _count(usage, "completion_tokens", "output_tokens")
     total = _count(usage, "total_tokens") or prompt + completion
+    given_in = _details(usage, "prompt_tokens_details", "input_tokens_details")
+    given_out = _details(usage, "completion_tokens_details", "output_tokens_details")
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "input_tokens_details": {"cached_tokens": _count(given_in, "cached_tokens"),
+                                 "cache_write_tokens": _count(given_in, "cache_write_tokens")},
         "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": _count(given_out, "reasoning_tokens")},
         "total_tokens": total,
-    }
+    }  # fmt: skip
 
 
 def _finish(base: dict[str, Any], output: list[dict[str, Any]], usage: dict[str, Any] | None,

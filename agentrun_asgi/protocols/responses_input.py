@@ -59,7 +59,7 @@ def parse_responses_request(data: dict[str, Any]) -> AgentRequest:
             _add_input_item(messages, item, f"input[{i}]")
     else:
         invalid("input", f"'input' must be a string or an array, not {json_type(raw_input)}.")
-    _check_echoed(data)
+    _check_fields(data)
     return AgentRequest(
         protocol="responses",
         messages=messages,
@@ -75,18 +75,34 @@ def parse_responses_request(data: dict[str, Any]) -> AgentRequest:
     )
 
 
-#: Fields the response object echoes back that no ``AgentRequest`` field checks, and the check
-#: that makes each what the response object's schema says it is.
-_ECHOED_CHECKS = (("metadata", opt_object), ("text", opt_object), ("truncation", opt_str),
-                  ("previous_response_id", opt_str), ("parallel_tool_calls", opt_bool))  # fmt: skip
+#: Fields no ``AgentRequest`` field checks, and the check that makes each what the API says it
+#: is: the response object echoes the first five back, the agent reads the rest from ``extra``.
+_FIELD_CHECKS = (("metadata", opt_object), ("text", opt_object), ("truncation", opt_str),
+                  ("previous_response_id", opt_str), ("parallel_tool_calls", opt_bool),
+                  ("store", opt_bool), ("reasoning", opt_object), ("stream_options", opt_object),
+                  ("include", opt_list))  # fmt: skip
 
 
-def _check_echoed(data: dict[str, Any]) -> None:
-    """Refuse what the response object would echo back wrong: a value of the wrong type, or
-    nested deeper than orjson writes (which would fail only once the agent had run)."""
-    for key, check in _ECHOED_CHECKS:
+def _check_fields(data: dict[str, Any]) -> None:
+    """Refuse what the response object would echo back wrong (a value of the wrong type, or
+    nested deeper than orjson writes, which would fail only once the agent had run), and a
+    field of the API the agent would find of the wrong type in ``extra``."""
+    for key, check in _FIELD_CHECKS:
         check(data, key)
-    for key in ("tools", "tool_choice", "text", "metadata"):
+    text = data.get("text")
+    if text:
+        text_format = opt_object(text, "format", "text.format")
+        if text_format is not None and not isinstance(text_format.get("type"), str):
+            invalid("text.format.type", "'text.format.type' must be a string ('text', "
+                    "'json_schema' or 'json_object').")  # fmt: skip
+    for key, value in (data.get("metadata") or {}).items():
+        if not isinstance(value, str):  # typed clients read metadata as string to string
+            invalid(f"metadata.{key}", f"'metadata.{key}' must be a string, not "
+                    f"{json_type(value)}.")  # fmt: skip
+    for i, value in enumerate(data.get("include") or ()):
+        if not isinstance(value, str):
+            invalid(f"include[{i}]", f"'include[{i}]' must be a string, not {json_type(value)}.")
+    for key in ("tools", "tool_choice", "text"):  # metadata holds strings only
         value = data.get(key)
         if isinstance(value, (dict, list)):
             try:
@@ -162,8 +178,12 @@ def _content_parts(raw: list[Any], where: str) -> list[dict[str, Any]]:
             if not isinstance(text, str):
                 invalid(f"{at}.text", f"'{at}.text' must be a string, not {json_type(text)}.")
             parts.append({"type": "text", "text": text})
-        elif kind == "input_image" and isinstance(part.get("image_url"), str):
-            image: dict[str, Any] = {"url": part["image_url"]}
+        elif kind == "input_image" and part.get("image_url") is not None:
+            url = part["image_url"]
+            if not isinstance(url, str):
+                invalid(f"{at}.image_url", f"'{at}.image_url' must be a string, not "
+                        f"{json_type(url)}.")  # fmt: skip
+            image: dict[str, Any] = {"url": url}
             if part.get("detail") is not None:
                 image["detail"] = part["detail"]
             parts.append({"type": "image_url", "image_url": image})

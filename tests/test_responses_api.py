@@ -520,6 +520,32 @@ def test_null_echoed_fields_stay_valid(serve: Any) -> None:
     assert r.json()["parallel_tool_calls"] is True
 
 
+def test_the_server_keeps_no_responses(serve: Any) -> None:
+    """What the README says of state: previous_response_id and the like reach the agent in
+    extra, a built-in tool is a Tool named after its type, a stored response is not found."""
+    seen: list[AgentRequest] = []
+
+    def agent(request: AgentRequest) -> AgentResponse:
+        seen.append(request)
+        return AgentResponse(content="ok")
+
+    with serve(make_server(agent)) as base:
+        oai = client(base)
+        response = oai.responses.create(
+            model="m", input="again", previous_response_id="resp_x", store=True,
+            reasoning={"effort": "low"}, include=["reasoning.encrypted_content"],
+            tools=[{"type": "web_search"}],
+        )  # fmt: skip
+        with pytest.raises(openai.NotFoundError):
+            oai.responses.retrieve(response.id)
+    assert response.previous_response_id == "resp_x" and response.store is False
+    assert seen[0].extra == {"previous_response_id": "resp_x", "store": True,
+                             "reasoning": {"effort": "low"},
+                             "include": ["reasoning.encrypted_content"]}  # fmt: skip
+    tool = seen[0].tools[0]  # type: ignore[index]
+    assert (tool.name, tool.type) == ("web_search", "web_search")
+
+
 def test_bad_input_through_the_client(serve: Any) -> None:
     with serve(make_server(rich_agent)) as base:
         with pytest.raises(openai.BadRequestError) as caught:

@@ -78,9 +78,9 @@ def parse_responses_request(data: dict[str, Any]) -> AgentRequest:
 #: Fields no ``AgentRequest`` field checks, and the check that makes each what the API says it
 #: is: the response object echoes the first five back, the agent reads the rest from ``extra``.
 _FIELD_CHECKS = (("metadata", opt_object), ("text", opt_object), ("truncation", opt_str),
-                  ("previous_response_id", opt_str), ("parallel_tool_calls", opt_bool),
-                  ("store", opt_bool), ("reasoning", opt_object), ("stream_options", opt_object),
-                  ("include", opt_list))  # fmt: skip
+                 ("previous_response_id", opt_str), ("parallel_tool_calls", opt_bool),
+                 ("store", opt_bool), ("reasoning", opt_object), ("stream_options", opt_object),
+                 ("include", opt_list))  # fmt: skip
 
 
 def _check_fields(data: dict[str, Any]) -> None:
@@ -95,6 +95,13 @@ def _check_fields(data: dict[str, Any]) -> None:
         if text_format is not None and not isinstance(text_format.get("type"), str):
             invalid("text.format.type", "'text.format.type' must be a string ('text', "
                     "'json_schema' or 'json_object').")  # fmt: skip
+    reasoning = data.get("reasoning")
+    if reasoning:
+        opt_str(reasoning, "effort", "reasoning.effort")
+        opt_str(reasoning, "summary", "reasoning.summary")
+    options = data.get("stream_options")
+    if options:
+        opt_bool(options, "include_obfuscation", "stream_options.include_obfuscation")
     for key, value in (data.get("metadata") or {}).items():
         if not isinstance(value, str):  # typed clients read metadata as string to string
             invalid(f"metadata.{key}", f"'metadata.{key}' must be a string, not "

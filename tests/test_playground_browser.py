@@ -255,6 +255,36 @@ def test_agui_state_snapshot_and_json_patch(serve: Any, open_page: Any) -> None:
     assert ui.errors == []
 
 
+async def _prototype_agent(request: AgentRequest) -> AsyncIterator[str | AgentEvent]:
+    """State deltas whose paths name ``__proto__`` (say, from a model told to write them)."""
+    yield AgentEvent(EventType.STATE, {"snapshot": {"a": 1}})
+    yield AgentEvent(EventType.STATE, {"delta": [
+        {"op": "add", "path": "/__proto__/polluted", "value": "yes"},
+    ]})  # fmt: skip
+    yield AgentEvent(EventType.STATE, {"delta": [
+        {"op": "add", "path": "/__proto__", "value": {"inner": True}},
+        {"op": "add", "path": "/__proto__/x", "value": 2},
+    ]})  # fmt: skip
+    yield "done"
+
+
+def test_agui_json_patch_never_reaches_object_prototype(serve: Any, open_page: Any) -> None:
+    """RFC 6902 paths name members: ``/__proto__`` is a member like any other, and a path
+    through one the state lacks is an error; it once led into the page's ``Object.prototype``
+    (``/__proto__/polluted`` gave every object of the page a ``polluted``)."""
+    with serve(AgentRunServer(_prototype_agent)) as base:
+        ui = open_page(base + "/playground")
+        ui.protocol("agui")
+        ui.send("go")
+        expect(ui.answer().locator(".text")).to_have_text("done")
+        state = json.loads(ui.page.locator("#state").inner_text())
+        assert state == {"a": 1, "__proto__": {"inner": True, "x": 2}}
+        expect(ui.page.locator("#error-text")).to_contain_text("no such path")
+        leaked = ui.page.evaluate("() => [({}).polluted, ({}).x, ({}).inner]")
+    assert leaked == [None, None, None]
+    assert ui.errors == []
+
+
 async def _failing_agent(request: AgentRequest) -> AsyncIterator[str]:
     yield "partial "
     raise RuntimeError("the model backend is down")

@@ -285,23 +285,28 @@
     return path.slice(1).split("/").map((s) => s.replace(/~1/g, "/").replace(/~0/g, "~"));
   }
 
+  // A pointer names the document's own members only: "__proto__" or "constructor" must not
+  // lead into the page's Object.prototype (a patch from the agent would change every object).
+  const hasOwn = (node, key) => Object.prototype.hasOwnProperty.call(node, key);
+
   function parentOf(doc, path) {
     const keys = pointer(path);
     const last = keys.pop();
     let node = doc;
     for (const key of keys) {
-      if (node === null || typeof node !== "object" || !(key in node)) {
+      if (node === null || typeof node !== "object" || !hasOwn(node, key)) {
         throw new Error("no such path " + path);
       }
       node = node[key];
     }
+    if (node === null || typeof node !== "object") throw new Error("no such path " + path);
     return { node, last };
   }
 
   function getAt(doc, path) {
     let node = doc;
     for (const key of pointer(path)) {
-      if (node === null || typeof node !== "object" || !(key in node)) {
+      if (node === null || typeof node !== "object" || !hasOwn(node, key)) {
         throw new Error("no such path " + path);
       }
       node = node[key];
@@ -323,7 +328,10 @@
       }
       node.splice(index, 0, value);
     } else {
-      node[last] = value;
+      // A member named "__proto__" is a member (as JSON.parse makes it), not the prototype.
+      Object.defineProperty(node, last, {
+        value, writable: true, enumerable: true, configurable: true,
+      });
     }
     return doc;
   }
@@ -337,7 +345,7 @@
       }
       node.splice(index, 1);
     } else {
-      if (!(last in node)) throw new Error("no such path " + path);
+      if (!hasOwn(node, last)) throw new Error("no such path " + path);
       delete node[last];
     }
     return doc;

@@ -117,6 +117,17 @@ def test_keys_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
                CHAT).status == 200  # fmt: skip
 
 
+def test_a_key_with_surrounding_whitespace_still_matches(no_env_keys: None) -> None:
+    """A key read from a file keeps its newline; the token never has one (it is stripped), so
+    that key once refused every request with 401."""
+    server = AgentRunServer(agent, api_keys=[f"{KEY}\n", " second "])
+    for token in (KEY, "second"):
+        assert run(server, "POST", "/v1/chat/completions", CHAT,
+                   authorization=f"Bearer {token}").status == 200  # fmt: skip
+    with pytest.raises(ValueError, match="non-empty key"):
+        AgentRunServer(agent, api_keys=[KEY, " \n"])
+
+
 @pytest.mark.parametrize("option", ["api_keys", "cors_origins", "cors_allow_headers"])
 def test_a_single_string_is_refused(no_env_keys: None, option: str) -> None:
     """``api_keys="sk-..."`` is a ``Sequence[str]`` too: taken as is, each character of the key

@@ -54,13 +54,17 @@ class APIKeyMiddleware:
     def __init__(self, app: ASGIApp, keys: Sequence[str], open_paths: Iterable[str] = ()) -> None:
         if isinstance(keys, (str, bytes)):  # each character would be a key
             raise TypeError("APIKeyMiddleware takes a list of keys, not a single string")
-        if not keys or not all(keys):
+        # The token is read without surrounding whitespace (a Bearer token has none, RFC 6750
+        # 2.1), so a key kept with its own (``Path("key").read_text()``'s newline) could never
+        # match: it is stripped, as the keys of ``AGENTRUN_API_KEYS`` are.
+        stripped = [key.strip() for key in keys]
+        if not stripped or not all(stripped):
             raise ValueError("APIKeyMiddleware needs at least one non-empty key")
         import hmac  # here, not at import: hashlib's OpenSSL load slows every server's start
 
         self._compare = hmac.compare_digest
         self.app = app
-        self.keys = tuple(key.encode() for key in keys)
+        self.keys = tuple(key.encode() for key in stripped)
         self.open_paths = frozenset(_normalise(p) for p in open_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

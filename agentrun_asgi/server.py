@@ -35,7 +35,7 @@ from .dispatch import Dispatcher
 from .guard import Lifecycle
 from .invoker import AgentFunc, Invoker
 from .middleware.access_log import AccessLogMiddleware
-from .middleware.auth import APIKeyMiddleware, api_keys_from_env
+from .middleware.auth import ENV_VAR, APIKeyMiddleware, api_keys_from_env
 from .middleware.cors import CORSMiddleware
 from .middleware.request_id import (
     RequestIdMiddleware,
@@ -225,6 +225,11 @@ class AgentRunServer:
         self.api_keys = list(
             api_keys_from_env() if api_keys is None else _str_list("api_keys", api_keys)
         )
+        if api_keys is None and not self.api_keys and ENV_VAR in os.environ:
+            # Set, so keys were meant; empty (a secret that was not filled in), so none: the
+            # API is open, which must not go unsaid.
+            logger.warning("%s is set but holds no key: the API is open to every client "
+                           "(unset it, or pass api_keys=[], to mean that)", ENV_VAR)
         cors_origins = None if cors_origins is None else _str_list("cors_origins", cors_origins)
         if cors_allow_headers is not None:
             cors_allow_headers = _str_list("cors_allow_headers", cors_allow_headers)

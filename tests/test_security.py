@@ -117,6 +117,25 @@ def test_keys_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
                CHAT).status == 200  # fmt: skip
 
 
+@pytest.mark.parametrize("value", ["", " , "])
+def test_an_empty_key_variable_warns_that_the_api_is_open(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, value: str
+) -> None:
+    """``AGENTRUN_API_KEYS`` set but blank (a secret left unfilled) means no check at all: the
+    server says so instead of serving everyone in silence."""
+    monkeypatch.setenv("AGENTRUN_API_KEYS", value)
+    with caplog.at_level(logging.WARNING, logger="agentrun_asgi"):
+        server = AgentRunServer(agent)
+    assert run(server, "POST", "/v1/chat/completions", CHAT).status == 200
+    (record,) = [r for r in caplog.records if "AGENTRUN_API_KEYS" in r.getMessage()]
+    assert record.levelno == logging.WARNING and "open" in record.getMessage()
+    caplog.clear()
+    AgentRunServer(agent, api_keys=[])  # said explicitly: no warning
+    monkeypatch.delenv("AGENTRUN_API_KEYS")
+    AgentRunServer(agent)
+    assert not [r for r in caplog.records if "AGENTRUN_API_KEYS" in r.getMessage()]
+
+
 def test_a_key_with_surrounding_whitespace_still_matches(no_env_keys: None) -> None:
     """A key read from a file keeps its newline; the token never has one (it is stripped), so
     that key once refused every request with 401."""

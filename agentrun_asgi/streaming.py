@@ -156,7 +156,8 @@ async def _end_stopped(send: Send, encoder: StreamEncoder, request: Request) -> 
         except Exception as exc:
             logger.debug("could not send the final frame: %r", exc)
     if bound.cancelled_caught:
-        # Returning with the body unfinished makes the ASGI server close the connection.
+        # Returning with the body unfinished makes the ASGI server close the connection
+        # (uvicorn's close waits for its write buffer: the socket lasts while the client does).
         logger.warning("client read nothing for %g s; last frame dropped", LAST_WRITE_TIMEOUT)
 
 

@@ -37,6 +37,36 @@ def assert_error_body(body: bytes, status: int, code: str) -> dict[str, Any]:
 
 # -- body size ---------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/ag-ui/agent", "/v1/responses"])
+def test_a_large_body_is_parsed_without_garbage_collections(serve: Any, path: str) -> None:
+    """8 MiB of small arrays (within the default limit) is a million containers: parsed with
+    the cyclic GC running, it started thousands of collections on the event loop's thread,
+    full ones among them, and held every other client for seconds."""
+    import gc
+
+    item = b'{"a":[]}'
+    junk = b"[" + b",".join([item] * (8 * LIMIT // (len(item) + 1))) + b"]"
+    body = orjson.dumps(CHAT)[:-1] + b',"junk":' + junk + b"}"
+    if path == "/v1/responses":
+        body = b'{"input":"hi","junk":' + junk + b"}"
+    collections: list[str] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(threading.current_thread().name)
+
+    with serve(AgentRunServer(ok_agent)) as base:
+        gc.callbacks.append(on_gc)
+        try:
+            response = httpx.post(base + path, content=body, headers={
+                "content-type": "application/json"}, timeout=60)  # fmt: skip
+        finally:
+            gc.callbacks.remove(on_gc)
+    assert response.status_code == 200, response.text
+    # The server's thread (see conftest.run_server); a few from the rest of the request.
+    assert collections.count("uvicorn-test") < 20, collections.count("uvicorn-test")
+
+
 
 def test_declared_length_over_limit_refused_unread() -> None:
     server = AgentRunServer(ok_agent, max_body_size=LIMIT)

@@ -11,7 +11,15 @@ import orjson
 
 from ..errors import ProtocolError
 from ..models import ToolCall
-from ..requests import UTF8_BOM, Request, header, refuse_encoded, utf8_error
+from ..requests import (
+    LARGE_BODY,
+    UTF8_BOM,
+    Request,
+    header,
+    loads,
+    refuse_encoded,
+    utf8_error,
+)
 from ..types import Scope
 
 
@@ -27,7 +35,8 @@ def parse_object(body: bytes, scope: Scope | None = None) -> dict[str, Any]:
     if not body:
         raise _empty_body(scope)
     try:
-        data = orjson.loads(body)
+        # In line for the usual small body: no call more on the hot path.
+        data = orjson.loads(body) if len(body) < LARGE_BODY else loads(body)
     except orjson.JSONDecodeError as exc:
         if scope is not None:
             refuse_encoded(scope)

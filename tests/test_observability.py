@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import rawhttp
 
 from agentrun_asgi import AgentRequest, AgentRunServer
 from agentrun_asgi.middleware.access_log import AccessLogMiddleware
@@ -153,6 +154,29 @@ def test_access_log_errors_and_odd_paths(
     assert "\n" not in refused.getMessage() and "secret" not in refused.getMessage()
     assert fields.request_id == "-"
     assert (missing.status, missing.path) == (404, "/nowhere")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_access_log_client_from_a_forged_forwarded_header(
+    serve: Any, access_records: pytest.LogCaptureFixture, http: str
+) -> None:
+    """Behind ``--proxy-headers`` (uvicorn's default for a peer on 127.0.0.1) the client's host
+    is whatever ``X-Forwarded-For`` says: it must not add fields to the line, nor reach a
+    terminal as an escape sequence (h11 lets ESC through in a header value)."""
+    forged = "6.6.6.6 status=200 request_id=forged" + ("\x1b[2J" if http == "h11" else "")
+    with serve(AgentRunServer(agent, access_log=True), http=http) as base:
+        sock = rawhttp.connect(base)
+        try:
+            sock.sendall(rawhttp.request_head("GET", "/health", {"X-Forwarded-For": forged}))
+            assert rawhttp.read_until(sock, b'{"status":"ok"}').startswith(b"HTTP/1.1 200")
+        finally:
+            sock.close()
+        (record,) = access(access_records, 1)
+    fields: Any = record
+    message = record.getMessage()
+    assert message.count("status=") == 1 and message.count("request_id=") == 1
+    assert "\x1b" not in message and " " not in fields.client
+    assert fields.client.startswith("6.6.6.6%20status%3D200%20request_id%3Dforged")
 
 
 # -- metrics ---------------------------------------------------------------------------------

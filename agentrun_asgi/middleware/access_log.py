@@ -10,12 +10,15 @@ structured (JSON) formatter: ``method``, ``path``, ``status``, ``duration_ms``,
 status 499, as nginx does.
 
 The path is the raw request target's path, still percent-encoded, so a crafted path cannot
-break the line apart; the query string is left out (it may carry secrets).
+break the line apart; the query string is left out (it may carry secrets). The client's host
+is percent-encoded too when it is not a plain address: behind ``--proxy-headers`` it is the
+``X-Forwarded-For`` value a client wrote, spaces and terminal escapes included.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from time import perf_counter
 from urllib.parse import quote
 
@@ -28,6 +31,8 @@ _MESSAGE = (
     "method=%s path=%s status=%d duration_ms=%.1f bytes_sent=%d frames=%s request_id=%s client=%s"
 )
 _EVENT_STREAM = b"text/event-stream"
+#: An IP address or a host name: safe in the line as is (anything else is percent-encoded).
+_plain_host = re.compile(r"[0-9A-Za-z.:_\[\]-]*").fullmatch
 #: The status of a request whose client left before any response began (nginx's "client
 #: closed request"): it was answered nothing, least of all the 500 an error rate counts.
 CLIENT_CLOSED = 499
@@ -72,8 +77,15 @@ def request_path(scope: Scope) -> str:
 
 
 def client_text(scope: Scope) -> str:
+    """``host:port``, the host percent-encoded unless plain: a forged ``X-Forwarded-For``
+    must not add fields (``status=200``), break the line or reach a terminal as escapes."""
     client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else "-"
+    if not client:
+        return "-"
+    host = str(client[0])
+    if _plain_host(host) is None:
+        host = quote(host, safe=":[]")
+    return f"{host}:{client[1]}"
 
 
 class AccessLogMiddleware:

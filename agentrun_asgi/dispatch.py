@@ -16,7 +16,14 @@ import asyncio
 import sys
 
 from .errors import ProtocolError
-from .guard import Lifecycle, after_run, refuse_cancelled, run_anyio, shutting_down
+from .guard import (
+    Lifecycle,
+    after_run,
+    refuse_cancelled,
+    run_anyio,
+    server_gave_up,
+    shutting_down,
+)
 from .ids import new_request_id, request_id_header
 from .middleware.request_id import tag_request, untag_request, valid_id
 from .requests import Request, route_path
@@ -111,12 +118,12 @@ class Dispatcher:
             stopped = False
             try:
                 await endpoint(request, send)
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as cancelled:
                 run = request.run
-                if (run is None or run.reason is None) and not await refuse_cancelled(
-                    request, send
+                if (run is None or run.reason is None) and not (
+                    await refuse_cancelled(request, send) and server_gave_up(cancelled, lifecycle)
                 ):
-                    raise  # not ours: the ASGI server is giving up on the request
+                    raise  # not ours: the ASGI server or a host app is giving up on the request
                 # Ours, or the server's (its graceful shutdown timed out) with the response
                 # ended whole: a 503, or a stream's last frame. Raised on, the server would
                 # log that finished response as an application error, with a traceback.

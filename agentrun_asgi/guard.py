@@ -398,6 +398,18 @@ async def answer(send: Send, error: ProtocolError) -> None:
     raise ResponseAborted(f"a response had started; could not send a {error.status}")
 
 
+#: What uvicorn cancels a request with when its ``--timeout-graceful-shutdown`` runs out.
+_SERVER_GAVE_UP = "timeout graceful shutdown exceeded"
+
+
+def server_gave_up(cancelled: BaseException, lifecycle: Lifecycle) -> bool:
+    """Whether a cancellation from outside is the ASGI server ending requests at its shutdown:
+    once the response is whole, that one ends quietly. Any other (a host app's
+    ``asyncio.timeout()`` or task group around the server) goes on up, or the host's timeout
+    would never fire (no ``TimeoutError``, the code after the app left unbounded)."""
+    return lifecycle.closing or _SERVER_GAVE_UP in str(cancelled)
+
+
 async def refuse_cancelled(request: Request, send: Send) -> bool:
     """Cancelled from outside (the ASGI server gave up at shutdown): a 503 if nothing was sent.
 

@@ -379,6 +379,24 @@ def test_plain_uvicorn_graceful_timeout_answers_a_json_run_503() -> None:
     ]
 
 
+@pytest.mark.parametrize("path, body", [("/v1/chat/completions", CHAT),
+                                        ("/v1/chat/completions", {**CHAT, "stream": True}),
+                                        ("/ag-ui/agent", AGUI)])  # fmt: skip
+def test_a_host_apps_timeout_around_the_server_still_fires(path: str, body: Any) -> None:
+    """Only the ASGI server's own cancellation at its shutdown ends quietly once the response
+    is whole. A host app's timeout around the server used to be swallowed with it: no
+    ``TimeoutError``, and what the host ran after the app had no bound."""
+    endless = Endless()
+    server = AgentRunServer(endless.agent)
+
+    async def main() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(call(server, "POST", path, orjson.dumps(body)), 0.2)
+        assert endless.started.is_set()
+
+    asyncio.run(main())
+
+
 def test_shutdown_waits_for_a_stopped_sync_generator_to_close_in_its_thread() -> None:
     """A sync generator stopped at the end of the grace period while its ``next()`` runs is
     closed by that step when it returns, in its thread. Shutdown waits for it (within its

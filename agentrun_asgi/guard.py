@@ -263,8 +263,12 @@ class Lifecycle:
                 self.run_of(task, request).watch()
             else:  # served by another loop at the same time: watched there
                 own.call_soon_threadsafe(self._watch_on_own_loop, task)
-        fresh, self.fresh = self.fresh, []
-        waiting += fresh
+        # Taken from the list, not by swapping in a new one: another loop's thread may have
+        # read ``fresh`` and be about to append to it (a new list would lose that request).
+        fresh = self.fresh
+        arrived = len(fresh)
+        waiting += fresh[:arrived]
+        del fresh[:arrived]
         self._waiting = waiting
         if runs:
             loop.call_later(WATCH_DELAY, self._sweep, loop)

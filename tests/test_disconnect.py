@@ -24,7 +24,7 @@ import httpx
 import orjson
 import pytest
 from apps.process import free_port, server_process
-from asgi_driver import call
+from asgi_driver import call, make_scope
 from rawhttp import connect, read_until, send_json
 
 import agentrun_asgi.dispatch as dispatch
@@ -685,3 +685,37 @@ def test_sync_generator_cleanup_failing_after_its_step_is_logged(
     record = logged()[0]
     assert record.levelno == logging.WARNING
     assert request_id in record.getMessage()
+
+
+def test_sweep_keeps_a_request_another_loop_adds_while_it_runs() -> None:
+    """With one app served by two loops, a request of the loop that does not sweep is added
+    to ``fresh`` from that loop's thread, which may have read the list just before the sweep
+    on the other thread took it. The sweep used to swap in a new list: the late addition went
+    to the old one, and that request was never watched (its client's leaving never seen)."""
+    from agentrun_asgi.guard import Lifecycle
+    from agentrun_asgi.requests import Request
+
+    lifecycle = Lifecycle(1.0)
+    loop = asyncio.new_event_loop()
+
+    async def in_flight() -> None:
+        await asyncio.sleep(10)
+
+    task = loop.create_task(in_flight())
+    try:
+        request = Request(make_scope("POST", "/v1/chat/completions"), in_flight, 1024)  # type: ignore[arg-type]
+        request._body = b"{}"  # read already
+        lifecycle.runs[task] = request
+        lifecycle.sweeping = loop
+        fresh_as_read = lifecycle.fresh  # the other thread has read the list...
+        lifecycle._sweep(loop)  # ...when this thread's sweep takes what it holds
+        fresh_as_read.append(task)  # and then appends
+        lifecycle._sweep(loop)  # looked at: waiting for a whole period
+        lifecycle._sweep(loop)  # lived through it: watched
+        assert request.run is not None and request.run.watcher is not None
+    finally:
+        left = asyncio.all_tasks(loop)
+        for each in left:
+            each.cancel()
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        loop.close()

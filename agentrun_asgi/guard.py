@@ -262,7 +262,10 @@ class Lifecycle:
             elif own is loop:
                 self.run_of(task, request).watch()
             else:  # served by another loop at the same time: watched there
-                own.call_soon_threadsafe(self._watch_on_own_loop, task)
+                try:
+                    own.call_soon_threadsafe(self._watch_on_own_loop, task)
+                except RuntimeError:  # that loop closed since: the request is over
+                    pass
         # Taken from the list, not by swapping in a new one: another loop's thread may have
         # read ``fresh`` and be about to append to it (a new list would lose that request).
         fresh = self.fresh

@@ -719,3 +719,44 @@ def test_sweep_keeps_a_request_another_loop_adds_while_it_runs() -> None:
             each.cancel()
         loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
         loop.close()
+
+
+def test_sweep_goes_on_when_another_loop_closes_under_it() -> None:
+    """The sweep hands a request of another loop to that loop; if that loop closes between the
+    sweep's look at it and the hand-off, ``call_soon_threadsafe`` raises. That used to end the
+    sweep for good (never re-armed, its loop still marked as sweeping): no later request of the
+    app was watched, and clients that left were never noticed."""
+    from agentrun_asgi.guard import Lifecycle
+    from agentrun_asgi.requests import Request
+
+    lifecycle = Lifecycle(1.0)
+    loop, other = asyncio.new_event_loop(), asyncio.new_event_loop()
+
+    async def in_flight() -> None:
+        await asyncio.sleep(10)
+
+    def closed_meanwhile(*args: Any) -> None:
+        raise RuntimeError("Event loop is closed")  # what a loop closed since says
+
+    other.call_soon_threadsafe = closed_meanwhile  # type: ignore[method-assign]
+    tasks = [other.create_task(in_flight()), loop.create_task(in_flight())]
+    try:
+        requests = []
+        for task in tasks:
+            request = Request(make_scope("POST", "/v1/chat/completions"), in_flight, 1024)  # type: ignore[arg-type]
+            request._body = b"{}"
+            lifecycle.runs[task] = request
+            lifecycle.fresh.append(task)
+            requests.append(request)
+        lifecycle.sweeping = loop
+        lifecycle._sweep(loop)  # looked at
+        lifecycle._sweep(loop)  # handed off or watched
+        assert requests[1].run is not None and requests[1].run.watcher is not None
+        assert lifecycle.sweeping is loop and loop._scheduled  # type: ignore[attr-defined]
+    finally:
+        for each_loop in (loop, other):
+            left = asyncio.all_tasks(each_loop)
+            for each in left:
+                each.cancel()
+            each_loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            each_loop.close()

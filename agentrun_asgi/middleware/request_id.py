@@ -83,7 +83,8 @@ def with_request_id(send: Send) -> Send:
     def send_with_id(message: ASGIMessage) -> Awaitable[None]:
         if message["type"] == "http.response.start":
             headers = message.get("headers", ())
-            if not any(name.lower() == _NAME for name, _ in headers):
+            # ``tag in``: the helpers add this very tuple, found by identity with no scan.
+            if tag not in headers and not any(name.lower() == _NAME for name, _ in headers):
                 # A new list: the endpoint's header list may be a shared constant.
                 message["headers"] = [*headers, tag]
         return send(message)

@@ -634,11 +634,11 @@ def test_sync_generator_stopped_while_it_waits_for_a_worker_thread(
                 time.sleep(0.2)  # the watcher is on
                 sock.close()
             else:
-                started = time.monotonic()
+                # Read while the only thread is still held (``release`` is set at the end):
+                # a close queued for it would keep the frame past the socket's timeout.
                 tail = read_until(sock, b"0\r\n\r\n")
                 sock.close()
                 assert b'"code":"timeout"' in tail
-                assert time.monotonic() - started < 1.5
             assert wait_for(lambda: not server.lifecycle.runs), "the run waited for a thread"
             if when == "before_its_first_step":
                 assert "ran" not in record

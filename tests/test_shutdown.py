@@ -407,7 +407,11 @@ def test_shutdown_waits_for_a_stopped_sync_generator_to_close_in_its_thread() ->
     def agent(request: AgentRequest) -> Iterator[str]:
         try:
             yield "first "
-            time.sleep(0.5)  # still running when the grace period ends
+            # Still running when the grace period ends: returns once the run was stopped and
+            # ended (by that, not by a sleep that a loaded machine could outlast).
+            deadline = time.monotonic() + 10
+            while (app.lifecycle.runs or not app.lifecycle.closing) and time.monotonic() < deadline:
+                time.sleep(0.01)
             yield "late"
         finally:
             order.append(f"finally in {threading.current_thread().name}")

@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"instructions per request, {args.work}, {args.requests} requests over "
               f"{args.connections} connections (callgrind, user space)")  # fmt: skip
+    # The floor goes first whatever --targets says: every ratio printed is to its count.
+    targets.sort(key=lambda t: t.name != "floor")
     floor = None
     for target in targets:
         per = count(target, args.work, args.requests, args.connections)

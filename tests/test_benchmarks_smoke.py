@@ -184,3 +184,18 @@ def test_rotated_json_line_defers_to_side_by_side() -> None:
     rotated = next(line for line in lines if line.startswith("json_rps"))
     assert "MET" not in rotated and rotated.endswith("read side by side below)")
     assert any(line.startswith("json side by side") and line.endswith("MISSED") for line in lines)
+
+
+def test_instructions_ratios_are_to_the_floor_in_any_target_order(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--targets project,floor`` still divides by the floor's count, not by the first one."""
+    from benchmarks import instructions
+
+    per_request = {"floor": 200_000.0, "project": 250_000.0}
+    monkeypatch.setattr(instructions.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(instructions, "count", lambda target, *_: per_request[target.name])
+    assert instructions.main(["--targets", "project,floor"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "(1.000x the floor's rate)" in lines["floor"]
+    assert "(0.800x the floor's rate)" in lines["project"]

@@ -154,7 +154,8 @@ def count(target: Target, work: str, requests: int, connections: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__)
     parser.add_argument("--targets", default="floor,starlette,project")
-    parser.add_argument("--work", default="json", help="json, sse, agui or cold (default json)")
+    parser.add_argument("--work", default="json", choices=("json", "sse", "agui", "cold"),
+                        help="what to count (default json)")  # fmt: skip
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--sdk-python", default=None, help=argparse.SUPPRESS)

@@ -199,3 +199,13 @@ def test_instructions_ratios_are_to_the_floor_in_any_target_order(
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
     assert "(1.000x the floor's rate)" in lines["floor"]
     assert "(0.800x the floor's rate)" in lines["project"]
+
+
+def test_instructions_rejects_an_unknown_work(capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped ``--work`` is a usage error naming the choices, not a KeyError traceback."""
+    from benchmarks import instructions
+
+    with pytest.raises(SystemExit) as exited:
+        instructions.main(["--work", "jsno", "--targets", "floor"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'jsno'" in capsys.readouterr().err

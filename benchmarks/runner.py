@@ -213,8 +213,11 @@ def build_targets(args: argparse.Namespace, results: Results) -> list[Target]:
         if target.skip:
             note(results, f"skipped {target.name}: {target.skip}")
         targets.append(target)
-    if not any(t.name == "floor" and not t.skip for t in targets):
+    floor = next((t for t in targets if t.name == "floor"), None)
+    if floor is None:
         raise SystemExit("the floor is needed for the ratios (add it to --targets)")
+    if floor.skip:
+        raise SystemExit(f"the floor is needed for the ratios and cannot run: {floor.skip}")
     return targets
 
 

@@ -209,3 +209,19 @@ def test_instructions_rejects_an_unknown_work(capsys: pytest.CaptureFixture[str]
         instructions.main(["--work", "jsno", "--targets", "floor"])
     assert exited.value.code == 2
     assert "invalid choice: 'jsno'" in capsys.readouterr().err
+
+
+def test_a_floor_that_cannot_run_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the bench extras the floor is skipped: the exit says what is missing and how to
+    install it, not to add a floor that --targets already has."""
+    from benchmarks import runner
+
+    monkeypatch.setattr(runner, "python_has", lambda *_: "ModuleNotFoundError: uvloop")
+    args = runner.parse_args(["--targets", "floor,project"])
+    with pytest.raises(SystemExit) as exited:
+        runner.build_targets(args, runner.Results())
+    message = str(exited.value.code)
+    assert "uvloop" in message and "pip install -e '.[bench]'" in message
+    assert "add it to --targets" not in message
+    with pytest.raises(SystemExit, match="add it to --targets"):
+        runner.build_targets(runner.parse_args(["--targets", "project"]), runner.Results())

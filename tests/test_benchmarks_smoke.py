@@ -225,3 +225,16 @@ def test_a_floor_that_cannot_run_says_why(monkeypatch: pytest.MonkeyPatch) -> No
     assert "add it to --targets" not in message
     with pytest.raises(SystemExit, match="add it to --targets"):
         runner.build_targets(runner.parse_args(["--targets", "project"]), runner.Results())
+
+
+def test_slow_rows_name_the_streams_that_ran() -> None:
+    """``--streams 300``: the table's slow rows say 300, not the default 1000."""
+    from benchmarks.runner import Results, table
+
+    results = Results()
+    results.streams = 300
+    for name, wall in (("floor", 1.0), ("project", 1.1)):
+        results.add("slow_wall", name, wall)
+    lines = table(results, ["floor", "project"])
+    assert any(line.startswith("300 slow streams wall s v") for line in lines), lines
+    assert not any("1000" in line for line in lines)

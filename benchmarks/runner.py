@@ -618,7 +618,8 @@ def main(argv: list[str] | None = None) -> int:
                         lambda: run_big(args, live, results))  # fmt: skip
         if "pairs" in args.only:
             if not use_wrk:
-                note(results, "pairs: skipped, it needs wrk (apt-get install -y wrk)")
+                why = "--no-wrk was given" if args.no_wrk else "apt-get install -y wrk"
+                note(results, f"pairs: skipped, it needs wrk ({why})")
             else:
                 section("side by side with the floor, sharing the server core",
                         lambda: run_pairs(args, live, results))  # fmt: skip

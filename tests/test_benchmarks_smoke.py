@@ -9,7 +9,10 @@ are blanked. No timing is measured here.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -238,3 +241,28 @@ def test_slow_rows_name_the_streams_that_ran() -> None:
     lines = table(results, ["floor", "project"])
     assert any(line.startswith("300 slow streams wall s v") for line in lines), lines
     assert not any("1000" in line for line in lines)
+
+
+def test_command_runs_skips_what_it_cannot_and_writes_only_json(tmp_path: Path) -> None:
+    """``python -m benchmarks`` end to end in its shortest form (one cold start per target):
+    the table prints, an absent SDK and a load generator it cannot use are skipped with a
+    line each, the samples go to ``--json`` only. Figures are not checked."""
+    out = tmp_path / "samples.json"
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "cold,pairs", "--spawns", "1", "--no-wrk",
+         "--targets", "floor,project,sdk", "--json", str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    row = next(line for line in lines if line.startswith("cold start ms (spawn->200) v"))
+    assert "(1.00x)" in row and row.count("x)") == 2  # the floor and the project
+    try:
+        import agentrun.server  # noqa: F401
+    except ImportError:
+        skipped = "  ! skipped sdk: agentrun-sdk is not installed"
+        assert any(line.startswith(skipped) for line in lines)
+    assert "  ! pairs: skipped, it needs wrk (--no-wrk was given)" in lines
+    assert set(json.loads(out.read_text())["samples"]) == {"cold_ms", "idle_rss"}
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]

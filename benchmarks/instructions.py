@@ -35,7 +35,7 @@ from pathlib import Path
 
 from .client import HOST
 from .runner import WORK, Results, build_targets
-from .servers import REPO, Target, free_port, running, server_env, wait_first_200
+from .servers import Target, free_port, running, start, wait_first_200
 
 _CONTENT_LENGTH = re.compile(rb"content-length: (\d+)")
 
@@ -117,10 +117,7 @@ def count(target: Target, work: str, requests: int, connections: int) -> float:
         target.python, "-m", "uvicorn", target.app, "--host", HOST, "--port", str(port),
         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        command, cwd=REPO, env=server_env(), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    proc = start(command)
     try:
         wait_first_200(proc, port, path, body, timeout=300)
         control = ["callgrind_control"]

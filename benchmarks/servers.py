@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,11 +72,29 @@ def server_env() -> dict[str, str]:
 
 
 def spawn(target: Target, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        server_command(target, port), cwd=REPO, env=server_env(), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    _live[proc.pid] = proc
+    return start(server_command(target, port))
+
+
+def start(command: list[str]) -> subprocess.Popen[bytes]:
+    """Start a server in its own session and record it for ``stop_all``.
+
+    Ctrl-C is held until it is recorded: a KeyboardInterrupt raised inside ``Popen`` after the
+    fork (it waits there for the exec) would leave a server running that nothing knows of.
+    """
+    held: list[int] = []
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda *_: held.append(1)) if main else None
+    try:
+        proc = subprocess.Popen(
+            command, cwd=REPO, env=server_env(), start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        _live[proc.pid] = proc
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    if held:
+        signal.raise_signal(signal.SIGINT)  # now the caller's handler sees it
     return proc
 
 

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -266,3 +267,30 @@ def test_command_runs_skips_what_it_cannot_and_writes_only_json(tmp_path: Path) 
     assert "  ! pairs: skipped, it needs wrk (--no-wrk was given)" in lines
     assert set(json.loads(out.read_text())["samples"]) == {"cold_ms", "idle_rss"}
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_ctrl_c_while_a_server_starts_leaves_it_known(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGINT that lands inside ``Popen`` (after the fork) still ends in KeyboardInterrupt,
+    but only once the child is recorded, so ``stop_all`` stops it."""
+    from benchmarks import servers
+
+    real = subprocess.Popen
+    started: list[subprocess.Popen[bytes]] = []
+
+    def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        started.append(real(*args, **kwargs))
+        os.kill(os.getpid(), signal.SIGINT)
+        return started[-1]
+
+    monkeypatch.setattr(servers.subprocess, "Popen", popen)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            servers.start([sys.executable, "-c", "import time; time.sleep(60)"])
+        assert started[0].pid in servers._live
+        servers.stop_all()
+        assert started[0].poll() is not None
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

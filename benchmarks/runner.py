@@ -623,6 +623,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 section("side by side with the floor, sharing the server core",
                         lambda: run_pairs(args, live, results))  # fmt: skip
+    except KeyboardInterrupt:
+        stop_all()
+        say("\ninterrupted: every server it started is stopped")
+        return 130
     finally:
         stop_all()
     names = [t.name for t in live]

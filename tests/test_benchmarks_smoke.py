@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,43 @@ def test_command_runs_skips_what_it_cannot_and_writes_only_json(tmp_path: Path) 
     assert "  ! pairs: skipped, it needs wrk (--no-wrk was given)" in lines
     assert set(json.loads(out.read_text())["samples"]) == {"cold_ms", "idle_rss"}
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_ctrl_c_stops_every_server_without_a_traceback(tmp_path: Path) -> None:
+    """SIGINT mid-run: exit 130 with one line, and no process that carries the run's
+    environment (its servers) is left behind."""
+    mark = f"bench-test-{os.getpid()}"
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "BENCH_TEST_MARK": mark}  # fmt: skip
+    log = tmp_path / "out.txt"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks", "--only", "slow", "--streams", "10",
+             "--rounds", "100", "--targets", "floor"],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while "round 2 " not in log.read_text() and proc.poll() is None:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(30) == 130, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert text.rstrip().endswith("interrupted: every server it started is stopped")
+    left = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"BENCH_TEST_MARK={mark}".encode() in environ.read_bytes():
+                left.append(environ.parent.name)
+        except OSError:
+            continue
+    assert not left, left
 
 
 def test_ctrl_c_while_a_server_starts_leaves_it_known(monkeypatch: pytest.MonkeyPatch) -> None:

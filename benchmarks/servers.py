@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .client import HOST
 
@@ -27,6 +28,7 @@ SERVER_CORE = "0"
 LOAD_CORE = "1"
 
 _live: dict[int, subprocess.Popen[bytes]] = {}
+_HELD = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass(slots=True)
@@ -78,12 +80,14 @@ def spawn(target: Target, port: int) -> subprocess.Popen[bytes]:
 def start(command: list[str]) -> subprocess.Popen[bytes]:
     """Start a server in its own session and record it for ``stop_all``.
 
-    Ctrl-C is held until it is recorded: a KeyboardInterrupt raised inside ``Popen`` after the
-    fork (it waits there for the exec) would leave a server running that nothing knows of.
+    Ctrl-C and SIGTERM are held until it is recorded: the exception either raises inside
+    ``Popen`` after the fork (it waits there for the exec) would leave a server running that
+    nothing knows of.
     """
     held: list[int] = []
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, lambda *_: held.append(1)) if main else None
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, lambda sig, _: held.append(sig)) for sig in _HELD}
     try:
         proc = subprocess.Popen(
             command, cwd=REPO, env=server_env(), start_new_session=True,
@@ -91,10 +95,10 @@ def start(command: list[str]) -> subprocess.Popen[bytes]:
         )  # fmt: skip
         _live[proc.pid] = proc
     finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
-    if held:
-        signal.raise_signal(signal.SIGINT)  # now the caller's handler sees it
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for sig in held:
+        signal.raise_signal(sig)  # now the caller's handlers see them
     return proc
 
 

@@ -307,27 +307,43 @@ def test_ctrl_c_stops_every_server_without_a_traceback(tmp_path: Path) -> None:
     assert not left, left
 
 
-def test_ctrl_c_while_a_server_starts_leaves_it_known(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A SIGINT that lands inside ``Popen`` (after the fork) still ends in KeyboardInterrupt,
+class _Terminated(Exception):
+    pass
+
+
+def _raise_terminated(*_: object) -> None:
+    raise _Terminated  # as the runner's SIGTERM handler raises SystemExit
+
+
+@pytest.mark.parametrize(
+    ("sig", "raised"), [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, _Terminated)]
+)
+def test_a_signal_while_a_server_starts_leaves_it_known(
+    monkeypatch: pytest.MonkeyPatch, sig: signal.Signals, raised: type[BaseException]
+) -> None:
+    """A SIGINT or SIGTERM that lands inside ``Popen`` (after the fork) still ends the caller,
     but only once the child is recorded, so ``stop_all`` stops it."""
     from benchmarks import servers
+
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
 
     real = subprocess.Popen
     started: list[subprocess.Popen[bytes]] = []
 
     def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
         started.append(real(*args, **kwargs))
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), sig)
         return started[-1]
 
     monkeypatch.setattr(servers.subprocess, "Popen", popen)
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(raised):
             servers.start([sys.executable, "-c", "import time; time.sleep(60)"])
         assert started[0].pid in servers._live
         servers.stop_all()
         assert started[0].poll() is not None
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for proc in started:
             if proc.poll() is None:
                 proc.kill()

@@ -145,11 +145,12 @@ def note(results: Results, line: str) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="1 round of 2 s, 3 spawns (a smoke run)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    p.add_argument("--duration", type=float, default=5.0, help="seconds of load per run (5)")
+    p.add_argument("--quick", action="store_true",
+                   help="1 round of 2 s, 3 spawns, unless given (a smoke run)")  # fmt: skip
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
+    p.add_argument("--duration", type=float, help="seconds of load per run (5)")
     p.add_argument("--connections", type=int, default=50, help="load connections (50)")
-    p.add_argument("--spawns", type=int, default=11, help="cold starts per target (11)")
+    p.add_argument("--spawns", type=int, help="cold starts per target (11)")
     p.add_argument("--streams", type=int, default=1000, help="slow streams at once (1000)")
     p.add_argument("--big-streams", type=int, default=10_000, help="the project's hold check")
     p.add_argument("--big-timeout", type=float, default=120.0, help="bound on that check, s")
@@ -164,8 +165,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-wrk", action="store_true", help="use the asyncio load client")
     p.add_argument("--json", metavar="PATH", help="also write every sample to PATH")
     args = p.parse_args(argv)
-    if args.quick:
-        args.rounds, args.duration, args.spawns = 1, 2.0, 3
+    # --quick changes the defaults only: an option given with it is kept.
+    for name, full, quick in (("rounds", 3, 1), ("duration", 5.0, 2.0), ("spawns", 11, 3)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     args.only = [s for s in args.only.split(",") if s]
     for section in args.only:
         if section not in SECTIONS:

@@ -348,3 +348,17 @@ def test_a_signal_while_a_server_starts_leaves_it_known(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_quick_keeps_the_options_given_with_it() -> None:
+    """``--quick --rounds 3`` runs 3 rounds: --quick sets defaults, it does not overrule."""
+    from benchmarks.runner import parse_args
+
+    def shape(*argv: str) -> tuple[int, float, int]:
+        args = parse_args(list(argv))
+        return args.rounds, args.duration, args.spawns
+
+    assert shape() == (3, 5.0, 11)
+    assert shape("--quick") == (1, 2.0, 3)
+    assert shape("--quick", "--rounds", "3", "--spawns", "11") == (3, 2.0, 11)
+    assert shape("--duration", "1") == (3, 1.0, 11)

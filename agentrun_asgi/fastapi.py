@@ -9,7 +9,7 @@ requests themselves still go to the mounted server, and no pydantic model is inv
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -43,11 +43,16 @@ def build_fastapi_app(server: AgentRunServer, **fastapi_kwargs: Any) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
         await server.startup()
         try:
+            # The state the server's own lifespan yielded reaches each request's
+            # ``scope["state"]`` here too, as it does when the server is the ASGI app itself.
             if inner is None:
-                yield None
+                yield dict(server.state) or None
             else:
                 async with inner(app) as state:
-                    yield state
+                    if isinstance(state, Mapping):
+                        yield {**server.state, **state}
+                    else:
+                        yield dict(server.state) or state
         finally:
             await server.shutdown()
 

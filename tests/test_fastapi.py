@@ -87,6 +87,34 @@ def test_as_fastapi_app_keeps_the_servers_lifespan_beside_the_callers(serve: Any
     assert log == ["start", "mine in", "mine out", "stop"]
 
 
+def test_as_fastapi_app_passes_the_servers_lifespan_state_to_requests(serve: Any) -> None:
+    """The mapping the server's ``lifespan`` yields reaches ``scope["state"]`` under the shim as
+    it does on the bare server: it used to be dropped, so an agent reading it failed (500)."""
+
+    @asynccontextmanager
+    async def pool(server: AgentRunServer) -> AsyncIterator[dict[str, str]]:
+        yield {"pool": "db"}
+
+    @asynccontextmanager
+    async def mine(app: FastAPI) -> AsyncIterator[dict[str, str]]:
+        yield {"cache": "warm"}
+
+    def agent(request: AgentRequest) -> str:
+        raw = request.raw_request
+        assert raw is not None
+        state = raw.scope["state"]
+        return ",".join(f"{k}={state[k]}" for k in sorted(state))
+
+    server = AgentRunServer(agent, lifespan=pool)
+    answers = []
+    for app in (server, server.as_fastapi_app(), server.as_fastapi_app(lifespan=mine)):
+        with serve(app, lifespan="on") as base:
+            oai = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=10)
+            reply = oai.chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
+            answers.append(reply.choices[0].message.content)
+    assert answers == ["pool=db", "pool=db", "cache=warm,pool=db"]
+
+
 def test_uvicorn_root_path(serve: Any) -> None:
     """Behind a proxy that strips ``/prefix``: uvicorn's root_path, both bare and via FastAPI."""
     seen: list[tuple[str, str]] = []

@@ -8,6 +8,7 @@ requests themselves still go to the mounted server, and no pydantic model is inv
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -38,30 +39,48 @@ def build_fastapi_app(server: AgentRunServer, **fastapi_kwargs: Any) -> FastAPI:
     inner: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = fastapi_kwargs.pop(
         "lifespan", None
     )
+    # FastAPI runs ``on_startup`` / ``on_shutdown`` (and ``@app.on_event``) handlers only when
+    # it has no ``lifespan``, and this app always has one: they run from it, or never would.
+    # Taken out of the keywords too: older Starlette refuses them beside a ``lifespan``.
+    on_startup = list(fastapi_kwargs.pop("on_startup", None) or ())
+    on_shutdown = list(fastapi_kwargs.pop("on_shutdown", None) or ())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
         await server.startup()
         try:
-            # The state the server's own lifespan yielded reaches each request's
-            # ``scope["state"]`` here too, as it does when the server is the ASGI app itself.
-            if inner is None:
-                yield dict(server.state) or None
-            else:
-                async with inner(app) as state:
-                    if isinstance(state, Mapping):
-                        yield {**server.state, **state}
-                    else:
-                        yield dict(server.state) or state
+            await _run_hooks(app.router.on_startup)
+            try:
+                # The state the server's own lifespan yielded reaches each request's
+                # ``scope["state"]`` here too, as it does when the server is the ASGI app.
+                if inner is None:
+                    yield dict(server.state) or None
+                else:
+                    async with inner(app) as state:
+                        if isinstance(state, Mapping):
+                            yield {**server.state, **state}
+                        else:
+                            yield dict(server.state) or state
+            finally:
+                await _run_hooks(app.router.on_shutdown)
         finally:
             await server.shutdown()
 
     fastapi_kwargs["lifespan"] = lifespan
     fastapi_kwargs.setdefault("title", "agentrun-asgi")
     app = FastAPI(**fastapi_kwargs)
+    app.router.on_startup.extend(on_startup)
+    app.router.on_shutdown.extend(on_shutdown)
     app.mount("/", server)
     install_openapi(app, server)
     return app
+
+
+async def _run_hooks(hooks: list[Callable[[], Any]]) -> None:
+    for hook in hooks:
+        result = hook()
+        if inspect.isawaitable(result):
+            await result
 
 
 def install_openapi(app: FastAPI, server: AgentRunServer, prefix: str = "") -> None:

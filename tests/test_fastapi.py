@@ -87,6 +87,23 @@ def test_as_fastapi_app_keeps_the_servers_lifespan_beside_the_callers(serve: Any
     assert log == ["start", "mine in", "mine out", "stop"]
 
 
+def test_as_fastapi_app_runs_fastapis_own_startup_and_shutdown_handlers(serve: Any) -> None:
+    """FastAPI skips ``on_startup`` / ``on_shutdown`` handlers when given a ``lifespan``, and the
+    shim always gives one: ``as_fastapi_app(on_startup=[...])`` used to be dropped silently."""
+    log: list[str] = []
+
+    async def warm() -> None:
+        log.append("fastapi up")
+
+    server = AgentRunServer(_agent, on_startup=[lambda: log.append("server up")],
+                            on_shutdown=[lambda: log.append("server down")])  # fmt: skip
+    app = server.as_fastapi_app(on_startup=[warm], on_shutdown=[lambda: log.append("fastapi down")])
+    with serve(app, lifespan="on") as base:
+        assert log == ["server up", "fastapi up"]
+        assert httpx.get(base + "/health").json() == {"status": "ok"}
+    assert log == ["server up", "fastapi up", "fastapi down", "server down"]
+
+
 def test_as_fastapi_app_passes_the_servers_lifespan_state_to_requests(serve: Any) -> None:
     """The mapping the server's ``lifespan`` yields reaches ``scope["state"]`` under the shim as
     it does on the bare server: it used to be dropped, so an agent reading it failed (500)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from typing import Any
 
@@ -38,6 +39,38 @@ def load_agent(spec: str) -> Any:
     return target
 
 
+def _check_agent(spec: str, target: Any) -> None:
+    """Refuse at load what cannot be called as ``agent(request)``, which would else be served
+    and answer every request with a 500: a class, a function of no argument, an ASGI app."""
+    attr = spec.partition(":")[2]
+    if inspect.isclass(target):
+        raise AgentLoadError(f"{spec!r}: {attr!r} is a class, not a function")
+    try:
+        signature = inspect.signature(target, follow_wrapped=False)  # what is called
+    except (TypeError, ValueError):
+        return  # no signature to read (some builtins): the first call will tell
+    try:
+        signature.bind(None)
+    except TypeError:
+        if _binds(signature, 3):
+            raise AgentLoadError(
+                f"{spec!r}: {attr!r} is an ASGI app, not an agent function: serve it with "
+                f"'uvicorn {spec}', or name the function that answers a request"
+            ) from None
+        raise AgentLoadError(
+            f"{spec!r}: {attr!r} must take one argument, the request; its signature is "
+            f"{attr.rpartition('.')[2]}{signature}"
+        ) from None
+
+
+def _binds(signature: inspect.Signature, count: int) -> bool:
+    try:
+        signature.bind(*([None] * count))
+    except TypeError:
+        return False
+    return True
+
+
 def default_app() -> Any:
     """The server behind ``agentrun_asgi:app``: the env-named agent (or server), else the demo."""
     from .server import AgentRunServer
@@ -49,6 +82,7 @@ def default_app() -> Any:
             # ``module:server`` names a configured server (it is callable too): serve it as is
             # rather than calling it as an agent on the first request.
             return agent
+        _check_agent(spec, agent)
     else:
         from .demo import demo_agent
 

@@ -156,6 +156,10 @@ def test_help() -> None:
         ("tests.apps.agent_app", "expected 'package.module:function'"),
         ("tests.apps.agent_app:missing", "has no 'missing'"),
         ("tests.apps.agent_app:ANSWER", "is a str, not a function"),
+        # Callable, but not as agent(request): once served, every request was a 500.
+        ("examples.starlette_mount:app", "'app' is an ASGI app, not an agent function"),
+        ("agentrun_asgi:AgentRunServer", "'AgentRunServer' is a class, not a function"),
+        ("os:getcwd", "'getcwd' must take one argument, the request; its signature is getcwd()"),
     ],
 )
 def test_bad_target_exits_non_zero(target: str, message: str) -> None:
@@ -264,3 +268,13 @@ def test_start_on_a_unix_socket_removes_it_when_stopped(tmp_path: Path) -> None:
             proc.kill()
         output = proc.communicate()[0]
     assert not path.exists(), output
+
+
+def test_the_agent_check_leaves_server_builders_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray Serve's import string names a function of no argument that builds the server: the
+    one-argument check is for agents only."""
+    from agentrun_asgi.ray_serve import build_server
+
+    monkeypatch.delenv("AGENTRUN_AGENT", raising=False)
+    monkeypatch.delattr("agentrun_asgi.app", raising=False)
+    assert isinstance(build_server("agentrun_asgi.loader:default_app"), AgentRunServer)

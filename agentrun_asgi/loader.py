@@ -77,6 +77,11 @@ def default_app() -> Any:
 
     spec = os.environ.get(ENV_VAR)
     if spec:
+        if spec == f"{__package__}:app":
+            # That app is built from this very setting: loading it would recurse without end.
+            raise AgentLoadError(
+                f"{spec!r} is the app that serves ${ENV_VAR} itself: name your agent function"
+            )
         agent = load_agent(spec)
         if isinstance(agent, AgentRunServer):
             # ``module:server`` names a configured server (it is callable too): serve it as is

@@ -160,6 +160,8 @@ def test_help() -> None:
         ("examples.starlette_mount:app", "'app' is an ASGI app, not an agent function"),
         ("agentrun_asgi:AgentRunServer", "'AgentRunServer' is a class, not a function"),
         ("os:getcwd", "'getcwd' must take one argument, the request; its signature is getcwd()"),
+        # Was "RecursionError: maximum recursion depth exceeded".
+        ("agentrun_asgi:app", "is the app that serves $AGENTRUN_AGENT itself"),
     ],
 )
 def test_bad_target_exits_non_zero(target: str, message: str) -> None:
@@ -272,9 +274,11 @@ def test_start_on_a_unix_socket_removes_it_when_stopped(tmp_path: Path) -> None:
 
 def test_the_agent_check_leaves_server_builders_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ray Serve's import string names a function of no argument that builds the server: the
-    one-argument check is for agents only."""
+    one-argument check is for agents only, and ``agentrun_asgi:app`` is a server there."""
     from agentrun_asgi.ray_serve import build_server
 
     monkeypatch.delenv("AGENTRUN_AGENT", raising=False)
     monkeypatch.delattr("agentrun_asgi.app", raising=False)
     assert isinstance(build_server("agentrun_asgi.loader:default_app"), AgentRunServer)
+    monkeypatch.setenv("AGENTRUN_AGENT", TARGET)
+    assert isinstance(build_server("agentrun_asgi:app"), AgentRunServer)

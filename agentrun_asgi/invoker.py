@@ -294,6 +294,28 @@ async def aclose(items: AsyncIterator[Any]) -> None:
         await close()
 
 
+def call_problem(func: Any) -> tuple[str, str] | None:
+    """Why ``func`` cannot be called as ``func(request)``, read from its signature: ("asgi", ...)
+    for an ASGI app, ("arguments", signature) else; None if it can, or has no signature to read
+    (some builtins: the first call tells). Refused when the server is built, since every request
+    would otherwise be a 500 whose cause is far from the mistake."""
+    try:
+        signature = inspect.signature(func, follow_wrapped=False)  # what is called, decorated
+    except (TypeError, ValueError):
+        return None
+    if _binds(signature, 1):
+        return None
+    return ("asgi" if _binds(signature, 3) else "arguments", str(signature))
+
+
+def _binds(signature: inspect.Signature, count: int) -> bool:
+    try:
+        signature.bind(*([None] * count))
+    except TypeError:
+        return False
+    return True
+
+
 class Invoker:
     """Holds the agent function, and what kind of callable it is, decided once."""
 
@@ -302,6 +324,12 @@ class Invoker:
     def __init__(self, func: AgentFunc) -> None:
         if not callable(func):
             raise TypeError(f"invoke_agent must be callable, got {type(func).__name__}")
+        problem = call_problem(func)
+        if problem is not None:
+            kind, signature = problem
+            if kind == "asgi":
+                raise TypeError("invoke_agent is an ASGI app, not an agent function")
+            raise TypeError(f"invoke_agent must take one argument, the request: {signature}")
         self.func = func
         target: Any = func
         while isinstance(target, functools.partial):

@@ -40,35 +40,26 @@ def load_agent(spec: str) -> Any:
 
 
 def _check_agent(spec: str, target: Any) -> None:
-    """Refuse at load what cannot be called as ``agent(request)``, which would else be served
-    and answer every request with a 500: a class, a function of no argument, an ASGI app."""
+    """Refuse at load what cannot be called as ``agent(request)``, naming the setting: a class,
+    a function of no argument, an ASGI app."""
+    from .invoker import call_problem
+
     attr = spec.partition(":")[2]
     if inspect.isclass(target):
         raise AgentLoadError(f"{spec!r}: {attr!r} is a class, not a function")
-    try:
-        signature = inspect.signature(target, follow_wrapped=False)  # what is called
-    except (TypeError, ValueError):
-        return  # no signature to read (some builtins): the first call will tell
-    try:
-        signature.bind(None)
-    except TypeError:
-        if _binds(signature, 3):
-            raise AgentLoadError(
-                f"{spec!r}: {attr!r} is an ASGI app, not an agent function: serve it with "
-                f"'uvicorn {spec}', or name the function that answers a request"
-            ) from None
+    problem = call_problem(target)
+    if problem is None:
+        return
+    kind, signature = problem
+    if kind == "asgi":
         raise AgentLoadError(
-            f"{spec!r}: {attr!r} must take one argument, the request; its signature is "
-            f"{attr.rpartition('.')[2]}{signature}"
-        ) from None
-
-
-def _binds(signature: inspect.Signature, count: int) -> bool:
-    try:
-        signature.bind(*([None] * count))
-    except TypeError:
-        return False
-    return True
+            f"{spec!r}: {attr!r} is an ASGI app, not an agent function: serve it with "
+            f"'uvicorn {spec}', or name the function that answers a request"
+        )
+    raise AgentLoadError(
+        f"{spec!r}: {attr!r} must take one argument, the request; its signature is "
+        f"{attr.rpartition('.')[2]}{signature}"
+    )
 
 
 def default_app() -> Any:

@@ -493,3 +493,34 @@ def test_async_function_shapes_non_stream(mode: str, status: int, content: str |
     assert r.status == status, r.body
     if content is not None:
         assert r.json()["choices"][0]["message"]["content"] == content
+
+
+def test_an_agent_that_cannot_take_the_request_is_refused_when_the_server_is_built() -> None:
+    """A function of no argument, or an ASGI app passed as the agent, used to be served: every
+    request was then a 500 naming a missing argument, far from the mistake."""
+    from starlette.applications import Starlette
+
+    with pytest.raises(TypeError, match=r"must take one argument, the request: \(\)"):
+        AgentRunServer(lambda: "hi")
+    with pytest.raises(TypeError, match="is an ASGI app, not an agent function"):
+        AgentRunServer(Starlette())
+
+    def two(prefix: str, request: Any) -> str:
+        return prefix
+
+    def decorated(func: Any) -> Any:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:  # what is called: takes the request
+            return func("ok", *args, **kwargs)
+
+        return wrapper
+
+    class Agent:
+        def __call__(self, request: Any) -> str:
+            return "ok"
+
+    async def defaulted(request: Any, retries: int = 3) -> str:
+        return "ok"
+
+    for agent in (functools.partial(two, "ok"), decorated(two), Agent(), defaulted, print):
+        AgentRunServer(agent)  # accepted: each can be called as agent(request)

@@ -8,7 +8,6 @@ requests themselves still go to the mounted server, and no pydantic model is inv
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 
 from .routing import join_path
+from .server import run_hooks
 
 if TYPE_CHECKING:
     from .server import AgentRunServer
@@ -49,7 +49,7 @@ def build_fastapi_app(server: AgentRunServer, **fastapi_kwargs: Any) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
         await server.startup()
         try:
-            await _run_hooks(app.router.on_startup)
+            await run_hooks(app.router.on_startup)
             try:
                 # The state the server's own lifespan yielded reaches each request's
                 # ``scope["state"]`` here too, as it does when the server is the ASGI app.
@@ -62,7 +62,7 @@ def build_fastapi_app(server: AgentRunServer, **fastapi_kwargs: Any) -> FastAPI:
                         else:
                             yield dict(server.state) or state
             finally:
-                await _run_hooks(app.router.on_shutdown)
+                await run_hooks(app.router.on_shutdown)
         finally:
             await server.shutdown()
 
@@ -74,13 +74,6 @@ def build_fastapi_app(server: AgentRunServer, **fastapi_kwargs: Any) -> FastAPI:
     app.mount("/", server)
     install_openapi(app, server)
     return app
-
-
-async def _run_hooks(hooks: list[Callable[[], Any]]) -> None:
-    for hook in hooks:
-        result = hook()
-        if inspect.isawaitable(result):
-            await result
 
 
 def install_openapi(app: FastAPI, server: AgentRunServer, prefix: str = "") -> None:

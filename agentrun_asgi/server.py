@@ -131,6 +131,14 @@ def uvicorn_log_config(log_level: str | int | None) -> dict[str, Any]:
     return config
 
 
+async def run_hooks(hooks: Sequence[Callable[[], Any]]) -> None:
+    """Call startup or shutdown hooks in order, awaiting those that are coroutines."""
+    for hook in hooks:
+        result = hook()
+        if inspect.isawaitable(result):
+            await result
+
+
 class AgentRunServer:
     """Serves one agent function over every configured protocol at once.
 
@@ -385,10 +393,7 @@ class AgentRunServer:
     async def startup(self) -> None:
         """Run the startup hooks and enter ``lifespan``; called by ASGI lifespan (or a host app)."""
         self.lifecycle.reopen()
-        for hook in self.on_startup:
-            result = hook()
-            if inspect.isawaitable(result):
-                await result
+        await run_hooks(self.on_startup)
         if self.lifespan is not None:
             stack = AsyncExitStack()
             state = await stack.enter_async_context(self.lifespan(self))
@@ -428,10 +433,7 @@ class AgentRunServer:
             if stack is not None:
                 await stack.aclose()
         finally:
-            for hook in self.on_shutdown:
-                result = hook()
-                if inspect.isawaitable(result):
-                    await result
+            await run_hooks(self.on_shutdown)
 
     # -- running ---------------------------------------------------------------------------
 

@@ -524,6 +524,33 @@ def test_null_echoed_fields_stay_valid(serve: Any) -> None:
     assert r.json()["parallel_tool_calls"] is True
 
 
+def test_a_request_with_no_model_gets_one_the_model_list_has(serve: Any) -> None:
+    """With ``models=`` set on Chat Completions, a Responses request that names no model is
+    answered with the first of them (as Chat Completions answers), not a model
+    ``GET /v1/models`` does not list; ``default_model=`` names one of its own."""
+    seen: list[str] = []
+
+    def agent(request: AgentRequest) -> str:
+        seen.append(str(request.model))
+        return "ok"
+
+    chat = OpenAIProtocolHandler(models=["acme-1", "acme-2"])
+    server = AgentRunServer(agent, protocols=[chat, OpenAIResponsesProtocolHandler()])
+    own = AgentRunServer(agent, protocols=[OpenAIResponsesProtocolHandler(default_model="own")])
+    with serve(server) as base, serve(own) as base_own:
+        listed = httpx.get(base + "/v1/models").json()["data"][0]["id"]
+        chat_model = httpx.post(base + "/v1/chat/completions",
+                                json={"messages": [{"role": "user", "content": "x"}]}).json()
+        response = httpx.post(base + "/v1/responses", json={"input": "x"}).json()
+        streamed = httpx.post(base + "/v1/responses", json={"input": "x", "stream": True}).text
+        named = httpx.post(base + "/v1/responses", json={"input": "x", "model": "m"}).json()
+        alone = httpx.post(base_own + "/v1/responses", json={"input": "x"}).json()
+    assert listed == chat_model["model"] == response["model"] == "acme-1"
+    assert '"model":"acme-1"' in streamed
+    assert named["model"] == "m" and alone["model"] == "own"
+    assert seen == ["acme-1", "acme-1", "acme-1", "m", "own"]
+
+
 def test_the_server_keeps_no_responses(serve: Any) -> None:
     """What the README says of state: previous_response_id and the like reach the agent in
     extra, a built-in tool is a Tool named after its type, a stored response is not found."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -48,7 +48,11 @@ from ..routing import Route
 from ..streaming import error_message, run_stream, unsendable
 from ..types import Send
 from .base import ProtocolHandler
-from .openai import ZERO_USAGE, tool_call_id
+
+if TYPE_CHECKING:
+    from ..server import AgentRunServer
+from .openai import ZERO_USAGE, OpenAIProtocolHandler, tool_call_id
+from .openai_input import DEFAULT_MODEL
 from .responses_input import parse_responses_request
 from .validation import parse_object
 
@@ -496,6 +500,19 @@ class OpenAIResponsesProtocolHandler(ProtocolHandler):
 
     name = "responses"
 
+    def __init__(self, default_model: str | None = None) -> None:
+        #: The model a response names when its request names none. Not given: the one Chat
+        #: Completions answers with on the same server (the first of its ``models``), so both
+        #: APIs name a model that ``GET /v1/models`` lists; set by each server it is bound to.
+        self._model = default_model
+        self.default_model = default_model or DEFAULT_MODEL
+
+    def bind(self, server: AgentRunServer) -> None:
+        super().bind(server)
+        if self._model is None:
+            chat = next((h for h in server.protocols if isinstance(h, OpenAIProtocolHandler)), None)
+            self.default_model = DEFAULT_MODEL if chat is None else chat.default_model
+
     def get_prefix(self) -> str | None:
         return "/v1"
 
@@ -505,7 +522,7 @@ class OpenAIResponsesProtocolHandler(ProtocolHandler):
     @sends_request_id
     async def create_response(self, request: Request, send: Send) -> None:
         data = parse_object(await request.body(), request.scope)
-        agent_request = parse_responses_request(data)
+        agent_request = parse_responses_request(data, self.default_model)
         agent_request.raw_request = request
         model: str = agent_request.model  # type: ignore[assignment]
         base = response_base(_new_id("resp_"), int(time.time()), model, data)

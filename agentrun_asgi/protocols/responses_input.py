@@ -43,8 +43,11 @@ def _new_id(prefix: str) -> str:
 # -- request parsing ---------------------------------------------------------------------------
 
 
-def parse_responses_request(data: dict[str, Any]) -> AgentRequest:
-    """An ``AgentRequest`` from a parsed ``POST /responses`` body."""
+def parse_responses_request(
+    data: dict[str, Any], default_model: str = DEFAULT_MODEL
+) -> AgentRequest:
+    """An ``AgentRequest`` from a parsed ``POST /responses`` body; a body that names no model
+    gets ``default_model``."""
     messages: list[Message] = []
     instructions = opt_str(data, "instructions")
     if instructions:
@@ -63,7 +66,7 @@ def parse_responses_request(data: dict[str, Any]) -> AgentRequest:
     return AgentRequest(
         protocol="responses",
         messages=messages,
-        model=opt_str(data, "model") or DEFAULT_MODEL,
+        model=opt_str(data, "model") or default_model,
         stream=bool(opt_bool(data, "stream")),
         tools=_parse_tools(opt_list(data, "tools")),
         tool_choice=_parse_tool_choice(data.get("tool_choice")),

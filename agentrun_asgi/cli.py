@@ -106,9 +106,13 @@ def describe(server: AgentRunServer, host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     if ":" in shown:
         shown = f"[{shown}]"
-    base = f"http://{shown}:{port}"
+    # Port 0: the system picks one when uvicorn binds, after this is printed.
+    base = f"http://{shown}:{port or '<port>'}"
     agent = os.environ.get(ENV_VAR) or "the demo agent (agentrun_asgi.demo:demo_agent)"
     lines = [f"agentrun-asgi: serving {agent} on {base}", "routes:"]
+    if not port:
+        lines.insert(1, "(port 0: the system picks a free port, which uvicorn's "
+                        '"Uvicorn running on" line names)')
     for route in server.routes:
         lines.append(f"  {','.join(route.methods):<5} {base}{route.path}  ({route.name})")
     lines.append("try:")

@@ -198,6 +198,16 @@ def test_describe_for_a_wildcard_host(monkeypatch: pytest.MonkeyPatch) -> None:
     assert build_parser().parse_args(["serve"]).port == 9000
 
 
+def test_describe_for_port_0_names_no_port_it_cannot_know(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The system picks the port when uvicorn binds, after the banner: a curl line to port 0
+    would be one that cannot connect."""
+    monkeypatch.delenv("AGENTRUN_AGENT", raising=False)
+    text = describe(default_app(), "127.0.0.1", 0)
+    assert ":0/" not in text and ":0 " not in text
+    assert "http://127.0.0.1:<port>/v1/chat/completions" in text
+    assert "which uvicorn's \"Uvicorn running on\" line names" in text
+
+
 def test_ctrl_c_stops_the_server_cleanly() -> None:
     """As ``uvicorn`` does: Ctrl+C shuts down and exits 0, with no KeyboardInterrupt traceback."""
     port = free_port()

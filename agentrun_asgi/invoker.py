@@ -16,6 +16,7 @@ the pool when the agent's code lets go of it.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import inspect
@@ -32,11 +33,14 @@ from collections.abc import (
 )
 from inspect import GEN_SUSPENDED, getgeneratorstate
 from types import AsyncGeneratorType, GeneratorType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
 from .models import AgentEvent, AgentRequest, AgentResponse, EventType
+
+if TYPE_CHECKING:
+    from .requests import Request
 
 logger = logging.getLogger("agentrun_asgi")
 
@@ -83,6 +87,29 @@ def _as_error(exc: BaseException) -> Exception:
     error = RuntimeError(f"the agent raised {type(exc).__name__}" + (f": {text}" if text else ""))
     error.__cause__ = exc
     return error
+
+
+def agent_error(exc: BaseException, request: Request | None) -> Exception | None:
+    """What an agent raised on the event loop, as an error of its run; None if it stops the run.
+
+    ``SystemExit`` and ``KeyboardInterrupt`` from agent code are its own, as in a worker thread
+    (see :func:`_as_error`); so is a ``CancelledError`` that nobody sent: the guard did not stop
+    the run, and the task has no cancellation pending (the agent awaited something cancelled
+    elsewhere). Taken for a stop, it was answered "shutting down" (a 503 the OpenAI clients
+    retry). Before Python 3.11 a task does not count its cancellations: every one is a stop.
+    """
+    if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+        return _as_error(exc)
+    if not isinstance(exc, asyncio.CancelledError):
+        return None
+    run = getattr(request, "run", None)
+    if run is not None and run.reason is not None:
+        return None  # the guard's stop
+    task = asyncio.current_task() if asyncio._get_running_loop() is not None else None
+    cancelling = getattr(task, "cancelling", None)
+    if cancelling is None or cancelling():
+        return None  # a cancellation from outside (the ASGI server, a host app), or unknown
+    return _as_error(exc)
 
 
 def _call(func: Callable[[Any], Any], arg: Any) -> Any:
@@ -383,16 +410,26 @@ class Invoker:
 
         The convenient form for custom protocols; closing it closes the agent's generator.
         """
-        items = await self.open(request)
+        items: AsyncIterator[Any] | None = None
         try:
+            items = await self.open(request)
             async for value in items:
                 if type(value) is str or type(value) is AgentEvent:
                     yield value
                 else:
                     for item in expand(value):
                         yield item
+        except BaseException as exc:
+            error = None if isinstance(exc, Exception) else agent_error(exc, request.raw_request)
+            if error is None:
+                raise
+            try:
+                raise error from exc
+            finally:
+                error = None  # its traceback holds this frame: no cycle left behind
         finally:
-            await aclose(items)
+            if items is not None:
+                await aclose(items)
 
 
 def event_text(item: StreamItem) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import anyio
 
 from .guard import stop_error
-from .invoker import AgentOutputError, StreamItem, aclose, expand
+from .invoker import AgentOutputError, StreamItem, aclose, agent_error, expand
 from .models import AgentEvent
 from .requests import Request
 from .responses import start_event_stream
@@ -100,9 +100,15 @@ async def run_stream(
         if not hasattr(events, "__anext__"):
             try:
                 events = await events
-            except Exception as exc:
-                logger.exception("agent failed during a stream")
-                await _send_last(send, encoder.error(error_message(exc)))
+            except BaseException as exc:
+                error = exc if isinstance(exc, Exception) else agent_error(exc, request)
+                if error is None:
+                    raise
+                try:
+                    logger.error("agent failed during a stream", exc_info=error)
+                    await _send_last(send, encoder.error(error_message(error)))
+                finally:
+                    error = None  # its traceback holds this frame: no cycle left behind
                 return
         items = events  # type: ignore[assignment]
         await _pump(send, items, encoder, request)  # type: ignore[arg-type]
@@ -298,18 +304,24 @@ async def _pump(
         pending.append(encoder.close())
     except _SendFailed:
         raise
-    except Exception as exc:
-        run = request.run
-        if run is not None and run.reason is not None and run.task is not None:
-            # Stopped, and the agent turned its cancellation into an exception (a ``finally``
-            # that raised): still a stop, ended as one (on asyncio only, as above).
-            logger.warning("the agent failed while it was being stopped", exc_info=exc)
-            raise asyncio.CancelledError from None
-        logger.exception("agent failed during a stream")
+    except BaseException as exc:
+        error = exc if isinstance(exc, Exception) else agent_error(exc, request)
+        if error is None:
+            raise
         try:
-            pending.append(encoder.error(error_message(exc)))
-        except Exception:
-            logger.exception("the encoder could not write its error frame")
+            run = request.run
+            if run is not None and run.reason is not None and run.task is not None:
+                # Stopped, and the agent turned its cancellation into an exception (a
+                # ``finally`` that raised): still a stop, ended as one (on asyncio only, as above).
+                logger.warning("the agent failed while it was being stopped", exc_info=error)
+                raise asyncio.CancelledError from None
+            logger.error("agent failed during a stream", exc_info=error)
+            try:
+                pending.append(encoder.error(error_message(error)))
+            except Exception:
+                logger.exception("the encoder could not write its error frame")
+        finally:
+            error = None  # its traceback holds this frame: no cycle left behind
     # The last chunk also ends the body: one write for the tail and the chunked terminator.
     await _write(send, b"".join(pending), more=False)
 

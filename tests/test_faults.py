@@ -6,6 +6,7 @@ protocol's error frame), without a traceback, and the next request must succeed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import threading
@@ -213,6 +214,74 @@ def test_exits_raised_in_the_agents_thread_are_agent_errors(
     the OpenAI clients retry, running the agent again), a stream was cut without its error
     frame; a ``StopIteration`` said "coroutine raised StopIteration"."""
     with serve(AgentRunServer(_faulty)) as base:
+        r = chat(base, mode)
+        assert assert_error(r, 500)["message"] == message
+        assert r.headers["x-should-retry"] == "false"
+        last = orjson.loads(sse_payloads(chat(base, mode, stream=True).content)[-1])
+        assert last["error"]["message"] == message
+        assert agui(base, mode)[-1] == {"type": "RUN_ERROR", "message": message}
+        body = {"input": mode}
+        r = httpx.post(base + "/v1/responses", json=body, timeout=10)
+        assert assert_error(r, 500)["message"] == message
+        r = httpx.post(base + "/v1/responses", json={**body, "stream": True}, timeout=10)
+        failed = orjson.loads(sse_payloads(r.content)[-1])
+        assert failed["type"] == "response.failed"
+        assert failed["response"]["error"]["message"] == message
+        assert_still_serving(base)
+
+
+async def _cancelled() -> None:
+    """What awaiting a task that something else cancelled raises, in the agent's own task."""
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()
+    await future
+
+
+async def _async_faulty(request: AgentRequest) -> AsyncIterator[str]:
+    mode = request.messages[-1].text
+    if mode == "hello":
+        yield "fine"
+        return
+    if mode.startswith("gen_"):
+        yield "partial "
+    if mode.endswith("cancelled"):
+        await _cancelled()
+    if mode.endswith("exit"):
+        sys.exit("async agent quit")
+    raise KeyboardInterrupt("async agent interrupted")
+
+
+async def _async_function_faulty(request: AgentRequest) -> str:
+    if request.messages[-1].text == "hello":
+        return "fine"
+    await _cancelled()
+    return "never"
+
+
+_OWN_CANCEL = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="Task.cancelling() tells a stop from the agent's own"
+)
+
+
+@pytest.mark.parametrize(
+    "agent, mode, message",
+    [pytest.param(_async_function_faulty, "cancelled", "the agent raised CancelledError",
+                  marks=_OWN_CANCEL),
+     pytest.param(_async_faulty, "gen_cancelled", "the agent raised CancelledError",
+                  marks=_OWN_CANCEL),
+     (_async_faulty, "exit", "the agent raised SystemExit: async agent quit"),
+     (_async_faulty, "gen_exit", "the agent raised SystemExit: async agent quit"),
+     (_async_faulty, "interrupt", "the agent raised KeyboardInterrupt: async agent interrupted")],
+)  # fmt: skip
+def test_exits_and_own_cancellations_of_async_agents_are_agent_errors(
+    serve: Any, agent: Any, mode: str, message: str
+) -> None:
+    """The same for async agents, whose code runs on the event loop: ``sys.exit()``,
+    ``KeyboardInterrupt``, and a ``CancelledError`` that nobody sent the run (the agent awaited
+    something cancelled elsewhere) used to pass for a shutdown: a non-stream run got a 503
+    "shutting down" (retried by the OpenAI clients, running the agent again), a stream was cut
+    without its error frame or told "server_shutting_down"."""
+    with serve(AgentRunServer(agent)) as base:
         r = chat(base, mode)
         assert assert_error(r, 500)["message"] == message
         assert r.headers["x-should-retry"] == "false"

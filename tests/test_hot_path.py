@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -131,9 +132,25 @@ def failing_sync_generator(request: AgentRequest) -> Iterator[str]:
     raise RuntimeError("agent broke")
 
 
+async def exiting_async_generator(request: AgentRequest) -> AsyncIterator[str]:
+    yield "partial "
+    sys.exit("agent quit")
+
+
+async def own_cancel_async_function(request: AgentRequest) -> str:
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()
+    await future  # a CancelledError nobody sent the run: the agent's error
+    return "never"
+
+
 @pytest.mark.parametrize(
-    "agent", [failing_sync_function, failing_sync_generator], ids=["sync-fn", "sync-gen"]
-)
+    "agent",
+    [failing_sync_function, failing_sync_generator, exiting_async_generator,
+     pytest.param(own_cancel_async_function, marks=pytest.mark.skipif(
+         sys.version_info < (3, 11), reason="no Task.cancelling()"))],
+    ids=["sync-fn", "sync-gen", "async-gen-exit", "async-fn-own-cancel"],
+)  # fmt: skip
 @pytest.mark.parametrize(
     ("path", "body"),
     [("/v1/chat/completions", CHAT), ("/v1/chat/completions", CHAT_STREAM),

@@ -18,7 +18,7 @@ import orjson
 from ..errors import NO_RETRY, ProtocolError
 from ..guard import raise_if_stopped
 from ..ids import new_id
-from ..invoker import aclose, expand
+from ..invoker import aclose, agent_error, expand
 from ..models import AgentEvent, EventType, arguments_text
 from ..requests import Request
 from ..responses import JSON_HEADERS, send_bytes, send_error, sends_request_id
@@ -405,11 +405,16 @@ class OpenAIProtocolHandler(ProtocolHandler):
             logger.exception("agent failed")
             if error is None:
                 error = (error_message(exc), None)
-        except BaseException:
-            if items is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose(items)
-            raise
+        except BaseException as exc:
+            own = agent_error(exc, request)
+            if own is None:
+                if items is not None:
+                    with anyio.CancelScope(shield=True):
+                        await aclose(items)
+                raise
+            logger.error("agent failed", exc_info=own)
+            error = (error_message(own), None)
+            own = None  # its cause's traceback holds this frame: no cycle left behind
         if error is not None:
             if items is not None:
                 await aclose(items)  # an iterator that failed may still hold resources

@@ -222,21 +222,31 @@ def _from_dict(value: dict[str, Any]) -> AgentResponse:
 
 
 def expand(item: Any) -> list[StreamItem]:
-    """The stream items one raw agent item stands for (the slow path: not a str or AgentEvent)."""
+    """The stream items one raw agent item stands for (the slow path: not a str or AgentEvent).
+
+    A list (README: an agent may return or yield one) is each of its items in turn, and an
+    answer's ``events`` are expanded too: a yielded answer is what the same answer returned is.
+    """
     if item is None:
         return []
     if isinstance(item, str):
         return [str(item)]
     if isinstance(item, AgentEvent):
         return [item]
+    parts: Iterable[Any]
     if isinstance(item, AgentResponse):
-        return list(item.to_events())
-    if isinstance(item, dict):
-        return list(_from_dict(item).to_events())
-    raise AgentOutputError(
-        f"agent yielded an unsupported value of type {type(item).__name__}; "
-        "yield str, AgentEvent or AgentResponse"
-    )
+        parts = item.to_events()
+    elif isinstance(item, dict):
+        parts = _from_dict(item).to_events()
+    elif isinstance(item, (list, tuple)):
+        parts = item
+    else:
+        raise AgentOutputError(
+            f"agent yielded an unsupported value of type {type(item).__name__}; yield str,"
+            " AgentEvent, AgentResponse, a dict of its fields, or a list of them"
+        )
+    return [one for part in parts
+            for one in ((part,) if type(part) is AgentEvent else expand(part))]  # fmt: skip
 
 
 class _Items:

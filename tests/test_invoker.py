@@ -524,3 +524,41 @@ def test_an_agent_that_cannot_take_the_request_is_refused_when_the_server_is_bui
 
     for agent in (functools.partial(two, "ok"), decorated(two), Agent(), defaulted, print):
         AgentRunServer(agent)  # accepted: each can be called as agent(request)
+
+
+def _yields_lists(request: AgentRequest) -> Iterator[Any]:
+    yield ["a", None, AgentEvent(EventType.REASONING, {"delta": "r"})]
+    yield AgentResponse(content="c", events=["b", None, {"content": "d"}])  # type: ignore[list-item]
+    yield ("e", [AgentEvent(EventType.TEXT, {"delta": "f"})])
+
+
+def test_yielded_lists_and_response_events_are_expanded_on_every_protocol(serve: Any) -> None:
+    """README: an agent "may return or yield" a list of the other shapes, "each in turn", and
+    a yielded ``AgentResponse``'s ``events`` are expanded as a returned one's are. A yielded
+    list was "unsupported value of type list", and a ``None`` or dict among a yielded answer's
+    events failed the run ("'NoneType' object has no attribute 'data'") where the same answer
+    returned was served."""
+    import openai
+    from agui_verify import parse_sse, verify
+
+    from agentrun_asgi import AGUIProtocolHandler, OpenAIProtocolHandler
+    from agentrun_asgi.protocols.responses import OpenAIResponsesProtocolHandler
+
+    server = AgentRunServer(_yields_lists, protocols=[
+        OpenAIProtocolHandler(), AGUIProtocolHandler(), OpenAIResponsesProtocolHandler()])
+    with serve(server) as base:
+        oai = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=10)
+        whole = oai.chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
+        with oai.chat.completions.stream(model="m", messages=USER) as stream:  # type: ignore[arg-type]
+            streamed = stream.get_final_completion()
+        for completion in (whole, streamed):
+            message = completion.choices[0].message
+            assert message.content == "abdcef"
+            assert (message.model_extra or {}).get("reasoning_content") == "r"
+        assert oai.responses.create(model="m", input="hi").output_text == "abdcef"
+        with oai.responses.stream(model="m", input="hi") as rstream:
+            assert rstream.get_final_response().output_text == "abdcef"
+        agui = httpx.post(base + "/ag-ui/agent", json={"messages": USER}, timeout=10)
+    events = verify(parse_sse(agui.content))
+    assert events[-1]["type"] == "RUN_FINISHED"
+    assert "".join(e["delta"] for e in events if e["type"] == "TEXT_MESSAGE_CONTENT") == "abdcef"

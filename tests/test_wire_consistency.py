@@ -58,6 +58,7 @@ from typing import Any
 
 import anyio
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai import ContentFilterFinishReasonError, LengthFinishReasonError
@@ -761,3 +762,189 @@ def test_a_failing_run_through_the_official_client(serve: Any) -> None:
         events = post_run(base, agui_input("fail"))
         assert events[-1]["type"] == "RUN_ERROR" and events[-1]["message"] == "quota exceeded"
         assert joined(events, "TEXT_MESSAGE_CONTENT") == "partial "
+
+
+# -- every return shape, over the wire -----------------------------------------------------------
+# README "Write an agent": what an agent may return or yield, each through every protocol and
+# form (the official clients, the AG-UI 1.0 models and order rules): the same text, reasoning,
+# tool calls and usage, or the same error, never a hang or a traceback.
+
+_CALLS: list[Any] = [ToolCall("call_a", "f", '{"x":1}'),
+          {"id": "call_b", "type": "function", "function": {"name": "g", "arguments": {"y": 2}}}]
+_MIXED = ["Hel", E(T.REASONING, {"delta": "hm"}), "lo", E(T.TEXT, {"delta": "!"}),
+          E(T.TOOL_CALL, {"id": "call_a", "name": "f", "args": {"x": 1}}),
+          E(T.TEXT, {"delta": "", "usage": USAGE})]  # fmt: skip
+
+
+def _sync_gen(items: list[Any]) -> Any:
+    def agent(request: Any) -> Any:
+        yield from fresh(items)
+
+    return agent
+
+
+def _async_gen(items: list[Any]) -> Any:
+    async def agent(request: Any) -> Any:
+        for item in fresh(items):
+            yield item
+
+    return agent
+
+
+def _async_fn(value: Any) -> Any:
+    async def agent(request: Any) -> Any:
+        return value() if callable(value) else copy.deepcopy(value)
+
+    return agent
+
+
+def _fails_after(items: list[Any], is_async: bool) -> Any:
+    if is_async:
+        async def async_agent(request: Any) -> Any:
+            for item in items:
+                yield item
+            raise RuntimeError("boom after chunks")
+
+        return async_agent
+
+    def sync_agent(request: Any) -> Any:
+        yield from items
+        raise RuntimeError("boom after chunks")
+
+    return sync_agent
+
+
+_NOTHING: tuple[Any, ...] = ("", "", [], None, "stop")
+_WHOLE = ("Hello", "why", [("call_a", "f", '{"x":1}'), ("call_b", "g", '{"y":2}')],
+          (4, 6, 10), "tool_calls")  # fmt: skip
+#: shape -> (agent, (text, reasoning, calls, usage or None, Chat finish_reason) or the error
+#: message and the text streamed before it)
+SHAPES: dict[str, tuple[Any, Any]] = {
+    "empty str": (lambda r: "", _NOTHING),
+    "None, async": (_async_fn(None), _NOTHING),
+    "empty sync generator": (_sync_gen([]), _NOTHING),
+    "empty async generator": (_async_gen([]), _NOTHING),
+    "events only, no text": (_async_gen([
+        E(T.TOOL_CALL, {"id": "call_c", "name": "f"}),
+        E(T.TOOL_RESULT, {"id": "call_c", "result": "r"}),
+        E(T.STATE, {"snapshot": {"n": 1}}), E(T.CUSTOM, {"name": "n", "value": 1})]),
+        ("", "", [("call_c", "f", "{}")], None, "tool_calls")),
+    "AgentResponse": (lambda r: AgentResponse("Hello", "why", copy.deepcopy(_CALLS), USAGE,
+                                              "tool_calls"), _WHOLE),
+    "dict of AgentResponse fields, async": (_async_fn(
+        {"content": "Hello", "reasoning_content": "why", "tool_calls": _CALLS,
+         "usage": {"input_tokens": 4, "output_tokens": 6}, "finish_reason": "tool_calls"}), _WHOLE),
+    "list mixing str and events": (lambda r: fresh(_MIXED),
+                                   ("Hello!", "hm", [("call_a", "f", '{"x":1}')], (4, 6, 10),
+                                    "tool_calls")),
+    "iterator": (lambda r: iter(fresh(_MIXED)),
+                 ("Hello!", "hm", [("call_a", "f", '{"x":1}')], (4, 6, 10), "tool_calls")),
+    "generator yielding an AgentResponse": (_async_gen(
+        ["He", AgentResponse("llo", "why", copy.deepcopy(_CALLS), USAGE, "tool_calls")]), _WHOLE),
+    "async function returning a sync generator": (_async_fn(lambda: _sync_gen(_MIXED)(None)),
+        ("Hello!", "hm", [("call_a", "f", '{"x":1}')], (4, 6, 10), "tool_calls")),
+    "sync generator raising after chunks": (
+        _fails_after(["partial ", E(T.REASONING, {"delta": "r"})], False),
+        ("boom after chunks", "partial ")),
+    "async generator raising after chunks": (
+        _fails_after(["partial ", E(T.REASONING, {"delta": "r"})], True),
+        ("boom after chunks", "partial ")),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shapes_server() -> Any:
+    from conftest import run_server
+
+    from agentrun_asgi import (
+        AgentRunServer,
+        AGUIProtocolHandler,
+        OpenAIProtocolHandler,
+    )
+    from agentrun_asgi.protocols.responses import OpenAIResponsesProtocolHandler
+
+    def agent(request: Any) -> Any:
+        return SHAPES[request.messages[-1].text][0](request)
+
+    server = AgentRunServer(agent, protocols=[
+        OpenAIProtocolHandler(), OpenAIResponsesProtocolHandler(), AGUIProtocolHandler()])
+    with run_server(server) as base:
+        yield base
+
+
+def _usage(usage: Any) -> tuple[int, int, int] | None:
+    if usage is None:
+        return None
+    u = usage.model_dump()
+    return (u.get("prompt_tokens", u.get("input_tokens")),
+            u.get("completion_tokens", u.get("output_tokens")), u["total_tokens"])  # fmt: skip
+
+
+def _chat_answer(completion: Any) -> tuple[Any, ...]:
+    message = completion.choices[0].message
+    return (message.content or "", (message.model_extra or {}).get("reasoning_content") or "",
+            chat_calls(message.tool_calls), _usage(completion.usage) or None,
+            completion.choices[0].finish_reason)  # fmt: skip
+
+
+def _responses_answer(response: Any) -> tuple[Any, ...]:
+    text = "".join(p.text for i in response.output if i.type == "message" for p in i.content)
+    reasoning = "".join(p.text for i in response.output if i.type == "reasoning"
+                        for p in i.content or ())  # fmt: skip
+    calls = [(i.call_id, i.name, i.arguments) for i in response.output
+             if i.type == "function_call"]  # fmt: skip
+    assert response.status == "completed"
+    return text, reasoning, calls, _usage(response.usage)
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_every_return_shape_through_every_protocol(shapes_server: str, shape: str) -> None:
+    import httpx
+    import openai
+
+    base = shapes_server
+    want = SHAPES[shape][1]
+    oai = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=10)
+    messages: Any = [{"role": "user", "content": shape}]
+    agui_events = post_run(base, agui_input(shape))
+    agui_text = joined(agui_events, "TEXT_MESSAGE_CONTENT")
+    raw = httpx.post(base + "/v1/responses", json={"input": shape, "stream": True}, timeout=10)
+    response_events = parse_events(raw.content)
+    check_items(response_events)
+    if len(want) == 2:  # a failed run: the protocol's error form, with the agent's message
+        message, partial = want
+        with pytest.raises(openai.InternalServerError, match=message) as caught:
+            oai.chat.completions.create(model="m", messages=messages)
+        assert caught.value.response.headers["x-should-retry"] == "false"
+        streamed = []
+        with pytest.raises(openai.APIError, match=message):
+            for chunk in oai.chat.completions.create(model="m", messages=messages, stream=True):
+                streamed.append(chunk.choices[0].delta.content or "")
+        assert "".join(streamed) == partial
+        assert agui_events[-1] == {"type": "RUN_ERROR", "message": message}
+        assert agui_text == partial
+        with pytest.raises(openai.InternalServerError, match=message):
+            oai.responses.create(model="m", input=shape)
+        failed = response_events[-1]
+        assert failed["type"] == "response.failed"
+        assert failed["response"]["error"]["message"] == message
+        return
+    text, reasoning, calls, usage, finish = want
+    zero = (0, 0, 0)
+    chat_want = (text, reasoning, calls, usage or zero, finish)
+    assert _chat_answer(oai.chat.completions.create(model="m", messages=messages)) == chat_want
+    with oai.chat.completions.stream(model="m", messages=messages,
+                                     stream_options={"include_usage": True}) as stream:
+        assert _chat_answer(stream.get_final_completion()) == chat_want
+    assert _responses_answer(oai.responses.create(model="m", input=shape)) == (
+        text, reasoning, calls, usage or zero)
+    with oai.responses.stream(model="m", input=shape) as rstream:
+        assert _responses_answer(rstream.get_final_response()) == (
+            text, reasoning, calls, usage or zero)
+    assert agui_events[-1]["type"] == "RUN_FINISHED"
+    assert agui_text == text
+    assert joined(agui_events, "REASONING_MESSAGE_CONTENT") == reasoning
+    assert agui_calls(agui_events) == sorted(calls)
+    run_usage = agui_events[-1].get("usage")
+    assert (None if run_usage is None else (run_usage[0]["inputTokens"],
+            run_usage[0]["outputTokens"], run_usage[0]["totalTokens"])) == usage  # fmt: skip

@@ -157,12 +157,13 @@ async def own_cancel_async_function(request: AgentRequest) -> str:
      ("/ag-ui/agent", AGUI), ("/v1/responses", RESPONSES)],
     ids=["chat", "chat-stream", "agui", "responses"],
 )  # fmt: skip
-def test_a_sync_agent_that_raises_leaves_no_request_in_a_cycle(
+def test_an_agent_that_raises_leaves_no_request_in_a_cycle(
     serve: Any, monkeypatch: pytest.MonkeyPatch, agent: Any, path: str, body: bytes
 ) -> None:
     """An exception of the agent's code in a worker thread used to come back through anyio's
     frame, whose future holds it while the frame is in the exception's own traceback: a cycle
-    keeping each failed request (its body, the agent's frames) until a full collection."""
+    keeping each failed request (its body, the agent's frames) until a full collection. An
+    async agent's exit or own cancellation, answered as an error, must not keep one either."""
     # pytest keeps every log record, the exception and its frames with it: not here.
     server_logger = logging.getLogger("agentrun_asgi")
     monkeypatch.setattr(server_logger, "propagate", False)

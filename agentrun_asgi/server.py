@@ -481,6 +481,8 @@ class AgentRunServer:
 
         if "log_config" not in uvicorn_kwargs:
             uvicorn_kwargs["log_config"] = uvicorn_log_config(log_level)
+        if isinstance(log_level, str):
+            log_level = log_level.lower()  # older uvicorn (0.30, our floor) takes lowercase only
         server = self.uvicorn_server(host=host, port=port, log_level=log_level, **uvicorn_kwargs)
         try:
             server.run()

@@ -251,6 +251,21 @@ def test_start_takes_the_log_levels_uvicorn_takes(level: str) -> None:
     assert code == 0 and "Traceback" not in output, output
 
 
+def test_start_gives_uvicorn_a_level_name_its_table_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn up to some 0.4x, the 0.30 floor included, looks a level name up in its
+    lowercase ``LOG_LEVELS`` as given: ``start(log_level="WARNING")`` failed there with a
+    KeyError before binding; newer uvicorn lowercases it, so only the name passed shows it."""
+    import uvicorn
+    from uvicorn.config import LOG_LEVELS
+
+    given: list[Any] = []
+    monkeypatch.setattr(uvicorn.Server, "run",
+                        lambda self, sockets=None: given.append(self.config.log_level))  # fmt: skip
+    AgentRunServer(lambda request: "ok").start(host="127.0.0.1", port=free_port(),
+                                                  log_level="WARNING")  # fmt: skip
+    assert given == ["warning"] and given[0] in LOG_LEVELS
+
+
 def test_start_on_a_unix_socket_removes_it_when_stopped(tmp_path: Path) -> None:
     """As ``uvicorn.run`` does: the socket file of ``uds=`` goes with the server; it was left
     behind, and a client (a proxy) connecting to it was refused instead of finding none."""

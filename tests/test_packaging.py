@@ -27,6 +27,18 @@ def test_anyio_floor_has_abandon_on_cancel() -> None:
     assert _floor("anyio") >= (4, 1)
 
 
+def _test_extra() -> str:
+    match = re.search(r"^test = \[(.*?)^\]", PYPROJECT, re.MULTILINE | re.DOTALL)
+    assert match, "no test extra in pyproject.toml"
+    return match.group(1)
+
+
+def test_test_extra_declares_httptools() -> None:
+    """Tests run uvicorn with ``http="httptools"``; only ``ray[serve]`` (through
+    ``uvicorn[standard]``) brought it, and not on Python 3.14, where they failed to start."""
+    assert re.search(r'^\s*"httptools>=[0-9.]+",', _test_extra(), re.MULTILINE)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
     """An sdist and the wheel built from it, as ``python -m build`` makes them: their names."""

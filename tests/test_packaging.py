@@ -1,7 +1,11 @@
-"""What the package declares: dependency floors that work, and what a build ships."""
+"""What the package declares: dependency floors that work, what a build ships, and that the
+wheel, installed as users install it (not editable), runs and type-checks away from the repo."""
 
 from __future__ import annotations
 
+import configparser
+import email.parser
+import os
 import re
 import subprocess
 import sys
@@ -9,7 +13,14 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from apps.process import free_port, server_process
+
+import agentrun_asgi
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
@@ -40,15 +51,21 @@ def test_test_extra_declares_httptools() -> None:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
-    """An sdist and the wheel built from it, as ``python -m build`` makes them: their names."""
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder where ``python -m build`` put an sdist and the wheel built from that sdist."""
     pytest.importorskip("build", reason="the test extra installs 'build'")
     out = tmp_path_factory.mktemp("dist")
     result = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (sdist,) = out.glob("*.tar.gz")
-    (wheel,) = out.glob("*.whl")
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(dist: Path) -> dict[str, set[str]]:
+    """The names in the sdist (without its top folder) and in the wheel."""
+    (sdist,) = dist.glob("*.tar.gz")
+    (wheel,) = dist.glob("*.whl")
     with tarfile.open(sdist) as tar:
         sdist_names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     with zipfile.ZipFile(wheel) as zipped:
@@ -89,3 +106,111 @@ def test_wheel_carries_the_package_data(built: dict[str, set[str]]) -> None:
 def test_wheel_carries_the_license(built: dict[str, set[str]]) -> None:
     """Apache-2.0 asks that the license text go with every copy."""
     assert "agentrun_asgi-0.1.0.dist-info/licenses/LICENSE" in built["wheel"]
+
+
+@pytest.mark.slow
+def test_wheel_ships_every_module_and_nothing_else(built: dict[str, set[str]]) -> None:
+    """Every module of the package, and no tests, examples, docs or bytecode beside it."""
+    modules = {name for name in _source_files("agentrun_asgi") if name.endswith(".py")}
+    assert sorted(modules - built["wheel"]) == []
+    info = f"agentrun_asgi-{agentrun_asgi.__version__}.dist-info/"
+    assert sorted(n for n in built["wheel"] if not n.startswith(("agentrun_asgi/", info))) == []
+    assert sorted(n for n in built["wheel"] if "__pycache__" in n or n.endswith(".pyc")) == []
+
+
+@pytest.mark.slow
+def test_wheel_metadata(dist: Path) -> None:
+    """What pip reads: the version ``__version__`` says, the three runtime dependencies (no
+    framework), the extras the README names, and the ``agentrun-asgi`` command."""
+    (wheel,) = dist.glob("*.whl")
+    with zipfile.ZipFile(wheel) as zipped:
+        (info,) = {n.split("/")[0] for n in zipped.namelist() if n.endswith(".dist-info/METADATA")}
+        meta = email.parser.Parser().parsestr(zipped.read(f"{info}/METADATA").decode())
+        scripts = configparser.ConfigParser()
+        scripts.read_string(zipped.read(f"{info}/entry_points.txt").decode())
+    assert (meta["Name"], meta["Version"]) == ("agentrun-asgi", agentrun_asgi.__version__)
+    assert meta["Requires-Python"] == ">=3.10" and meta["License-Expression"] == "Apache-2.0"
+    runtime = {req.split(">=")[0] for req in meta.get_all("Requires-Dist") if ";" not in req}
+    assert runtime == {"uvicorn", "anyio", "orjson"}
+    assert {"fastapi", "metrics", "ray", "test"} <= set(meta.get_all("Provides-Extra"))
+    assert dict(scripts["console_scripts"]) == {"agentrun-asgi": "agentrun_asgi.cli:main"}
+
+
+@pytest.fixture(scope="module")
+def installed(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel installed by pip into a folder of its own (its dependencies are this venv's)."""
+    (wheel,) = dist.glob("*.whl")
+    site = tmp_path_factory.mktemp("site")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+         "--no-compile", "--target", str(site), str(wheel)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if result.returncode != 0 and "No module named pip" in result.stderr:
+        pytest.skip("pip is not installed")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return site
+
+
+def _away_from_the_repo(site: Path) -> dict[str, str]:
+    """An environment whose only ``agentrun_asgi`` is the installed one (cwd is not ROOT)."""
+    env = {k: v for k, v in os.environ.items() if k != "AGENTRUN_AGENT"}
+    return {**env, "PYTHONPATH": str(site), "AGENTRUN_DEMO_DELAY": "0"}
+
+
+@pytest.mark.slow
+def test_installed_wheel_imports_no_framework(installed: Path, tmp_path: Path) -> None:
+    probe = ("import sys, agentrun_asgi; print(agentrun_asgi.__file__); "
+             "print(sorted({m.split('.')[0] for m in sys.modules} "
+             "& {'fastapi', 'starlette', 'pydantic'}))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
+                            env=_away_from_the_repo(installed), text=True, timeout=30)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    where, frameworks = result.stdout.splitlines()
+    assert Path(where).is_relative_to(installed) and frameworks == "[]"
+
+
+@pytest.mark.slow
+def test_installed_wheel_serves_the_demo_and_its_playground(
+    installed: Path, tmp_path: Path
+) -> None:
+    """The console script, from the wheel alone: the demo answers and the playground's page
+    and assets (package data, read next to the installed modules) are served as shipped."""
+    port = free_port()
+    script = str(installed / "bin" / "agentrun-asgi")
+    with server_process([script, "serve", "--port", str(port), "--log-level", "warning"], port,
+                        env=_away_from_the_repo(installed), python=False,
+                        cwd=tmp_path) as proc:  # fmt: skip
+        answer = httpx.post(proc.base_url + "/v1/chat/completions", timeout=10,
+                            json={"messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+        page = httpx.get(proc.base_url + "/playground", timeout=10)
+        assets = {name: httpx.get(f"{proc.base_url}/playground/{name}", timeout=10).content
+                  for name in ("app.js", "app.css", "icon.svg")}  # fmt: skip
+        output = proc.output()
+    assert "serving the demo agent" in output
+    message = answer.json()["choices"][0]["message"]
+    assert message["tool_calls"][0]["function"]["name"] == "get_time"
+    assert page.status_code == 200 and 'src="playground/app.js"' in page.text
+    static = ROOT / "agentrun_asgi" / "static"
+    assert assets == {"app.js": (static / "playground.js").read_bytes(),
+                      "app.css": (static / "playground.css").read_bytes(),
+                      "icon.svg": (static / "playground.svg").read_bytes()}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_installed_wheel_is_typed_for_its_users(installed: Path, tmp_path: Path) -> None:
+    """mypy reads the installed package's types (PEP 561: ``py.typed``), not ``Any``."""
+    pytest.importorskip("mypy")
+    user = tmp_path / "user_agent.py"
+    user.write_text(
+        "from agentrun_asgi import AgentRequest, AgentRunServer\n\n"
+        "def agent(request: AgentRequest) -> str:\n"
+        "    return f'{len(request.messages)} messages'\n\n"
+        "server = AgentRunServer(invoke_agent=agent)\n"
+        "count: int = server.routes  # the one error: it is a list of Route\n"
+    )  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+                             user.name], cwd=tmp_path, env=_away_from_the_repo(installed),
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "Found 1 error" in result.stdout, result.stdout
+    assert '(expression has type "list[Route]", variable has type "int")' in result.stdout

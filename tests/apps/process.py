@@ -42,10 +42,11 @@ class ServerProcess:
 def server_process(
     args: Sequence[str], port: int, *, env: dict[str, str] | None = None,
     health_path: str = "/health", timeout: float = 30.0, python: bool = True,
+    cwd: Path = ROOT,
 ) -> Iterator[ServerProcess]:  # fmt: skip
-    """Start ``python <args>`` (``args`` alone if not ``python``) in the repo root, wait until
-    ``health_path`` answers 200, yield; on exit (also on failure) stop the process group:
-    SIGTERM, then SIGKILL after 10 s."""
+    """Start ``python <args>`` (``args`` alone if not ``python``) in ``cwd`` (the repo root),
+    wait until ``health_path`` answers 200, yield; on exit (also on failure) stop the process
+    group: SIGTERM, then SIGKILL after 10 s."""
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}  # fmt: skip
     full_env.pop("AGENTRUN_AGENT", None)
@@ -55,7 +56,7 @@ def server_process(
         log_path = Path(log.name)
     with log_path.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, *args] if python else list(args), cwd=ROOT, env=full_env, stdout=out,
+            [sys.executable, *args] if python else list(args), cwd=cwd, env=full_env, stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     server = ServerProcess(proc, f"http://127.0.0.1:{port}", log_path)

@@ -6,7 +6,7 @@ stays cheap and imports no web framework, no ASGI server and no pydantic.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ProtocolError
 from .invoker import Invoker
@@ -34,6 +34,9 @@ from .routing import Route
 from .server import AgentRunServer
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    app: AgentRunServer  # made by __getattr__ below; declared so type checkers see its type
 
 __all__ = [
     "AGUIProtocolHandler",

@@ -495,6 +495,14 @@ class AgentRunServer:
 
     def as_fastapi_app(self, **fastapi_kwargs: Any) -> FastAPI:
         """A FastAPI app that forwards every request to this server (FastAPI imported here)."""
-        from .fastapi import build_fastapi_app
+        try:
+            from .fastapi import build_fastapi_app
+        except ImportError as exc:
+            if exc.name != "fastapi":
+                raise
+            raise ImportError(  # the extra is the fix, as metrics=True says of its own
+                "as_fastapi_app() needs FastAPI: pip install 'agentrun-asgi[fastapi]'",
+                name="fastapi",
+            ) from exc
 
         return build_fastapi_app(self, **fastapi_kwargs)

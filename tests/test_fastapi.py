@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import openai
+import pytest
 from fastapi import FastAPI
 
 from agentrun_asgi import AgentEvent, AgentRequest, AgentRunServer, EventType
@@ -54,6 +56,15 @@ def test_mounted_under_fastapi_with_openai_client(serve: Any) -> None:
     # Misses under the mount are answered by the server itself, in the OpenAI error shape.
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert unmounted.status_code == 404
+
+
+def test_as_fastapi_app_without_fastapi_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FastAPI is an extra: a wheel installed without it said only "No module named
+    'fastapi'"; the error now gives the install command, as ``metrics=True`` does."""
+    monkeypatch.delitem(sys.modules, "agentrun_asgi.fastapi", raising=False)
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # import now fails
+    with pytest.raises(ImportError, match=r"pip install 'agentrun-asgi\[fastapi\]'"):
+        AgentRunServer(lambda request: "ok").as_fastapi_app()
 
 
 def test_as_fastapi_app_runs_lifespan_hooks(serve: Any) -> None:

@@ -58,7 +58,12 @@ def deployment(
     ``"auto"`` for autoscaling; ``options`` go to ``serve.deployment`` (``ray_actor_options``,
     ``max_ongoing_requests``, ``autoscaling_config``...).
     """
-    serve = importlib.import_module("ray.serve")
+    try:
+        serve = importlib.import_module("ray.serve")
+    except ImportError as exc:  # no Ray, or Ray without its serve extra's packages
+        raise ImportError(
+            f"deployment() needs Ray Serve ({exc}): pip install 'agentrun-asgi[ray]'"
+        ) from exc
 
     def build() -> ASGIApp:
         return build_server(server)

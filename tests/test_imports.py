@@ -60,6 +60,22 @@ def test_import_leaves_what_only_some_servers_need_for_later() -> None:
     assert result.stdout.split() == ["[]", "True"]
 
 
+def test_ray_deployment_without_ray_names_the_extra() -> None:
+    """Ray is an extra: without it ``deployment()`` said only "No module named 'ray'"; it now
+    gives the install command, as ``metrics=True`` does."""
+    result = run_python("""
+        import sys
+        sys.modules["ray"] = None  # not installed
+        from agentrun_asgi.ray_serve import deployment
+        try:
+            deployment("tests.apps.agent_app:app")
+        except ImportError as exc:
+            print(exc)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'agentrun-asgi[ray]'" in result.stdout
+
+
 def _serve_app_in_process(env: dict[str, str]) -> Any:
     """Load ``agentrun_asgi.app`` in a fresh interpreter and answer one streamed request."""
     return run_python("""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
+from . import __version__
 from .routing import join_path
 from .server import run_hooks
 
@@ -68,6 +69,7 @@ def build_fastapi_app(server: AgentRunServer, **fastapi_kwargs: Any) -> FastAPI:
 
     fastapi_kwargs["lifespan"] = lifespan
     fastapi_kwargs.setdefault("title", "agentrun-asgi")
+    fastapi_kwargs.setdefault("version", __version__)  # FastAPI's own default is "0.1.0"
     app = FastAPI(**fastapi_kwargs)
     app.router.on_startup.extend(on_startup)
     app.router.on_shutdown.extend(on_shutdown)

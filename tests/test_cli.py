@@ -198,6 +198,15 @@ def test_describe_for_a_wildcard_host(monkeypatch: pytest.MonkeyPatch) -> None:
     assert build_parser().parse_args(["serve"]).port == 9000
 
 
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import agentrun_asgi
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"agentrun-asgi {agentrun_asgi.__version__}"
+
+
 def test_describe_for_port_0_names_no_port_it_cannot_know(monkeypatch: pytest.MonkeyPatch) -> None:
     """The system picks the port when uvicorn binds, after the banner: a curl line to port 0
     would be one that cannot connect."""

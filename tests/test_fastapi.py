@@ -58,6 +58,15 @@ def test_mounted_under_fastapi_with_openai_client(serve: Any) -> None:
     assert unmounted.status_code == 404
 
 
+def test_openapi_version_is_the_package_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FastAPI's own default version is "0.1.0": ``/openapi.json`` must give the package's,
+    whatever it is; a caller's ``version=`` wins."""
+    monkeypatch.setattr("agentrun_asgi.fastapi.__version__", "9.8.7")
+    server = AgentRunServer(lambda request: "x")
+    assert server.as_fastapi_app().openapi()["info"]["version"] == "9.8.7"
+    assert server.as_fastapi_app(version="2").openapi()["info"]["version"] == "2"
+
+
 def test_as_fastapi_app_without_fastapi_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     """FastAPI is an extra: a wheel installed without it said only "No module named
     'fastapi'"; the error now gives the install command, as ``metrics=True`` does."""

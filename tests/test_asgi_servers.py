@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +139,217 @@ def test_gunicorn_stop_ends_streams_with_their_error_frame(path: str, body: Any)
     error = last if path == "/ag-ui/agent" else last["error"]
     assert error["code"] == "server_shutting_down", lines[-3:]
     assert code == 0 and "Traceback" not in output, output
+
+
+# -- stops under hypercorn and granian ---------------------------------------------------------
+# What the README ("Any ASGI server") says of how these servers stop, pinned. Neither tells the
+# app before its own drain is over, so ``shutdown_grace`` plays no part: hypercorn cancels the
+# requests still running at its ``--graceful-timeout`` (1 s here, 3 s by default), which the app
+# turns into their error frames and 503s; granian waits for every stream to end, and its
+# ``--workers-kill-timeout`` kills the worker. The app is ``tests.apps.agent_app:endless``, whose
+# agent, hook and ends are noted in a file (``marks``).
+
+ENDLESS = "tests.apps.agent_app:endless"
+AGUI_RUN = {"messages": [{"id": "1", "role": "user", "content": "hi"}]}
+
+
+def _needs(*modules: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)}")
+
+
+class InFlight(threading.Thread):
+    """One request, made in a thread: what its call returned (or raised) once it ended."""
+
+    def __init__(self, call: Any) -> None:
+        super().__init__(daemon=True)
+        self.call = call
+        self.result: Any = None
+
+    def run(self) -> None:
+        self.result = self.call()
+
+    def outcome(self) -> Any:
+        self.join(20)  # a hang guard: every request here ends within seconds of the stop
+        assert not self.is_alive(), "the request was still open 20 s after the stop"
+        return self.result
+
+
+def openai_stream(base: str) -> tuple[list[Any], Exception | None]:
+    """The official client's chunks of a Chat Completions stream, and what ended it early."""
+    oai = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=30)
+    chunks: list[Any] = []
+    try:
+        for chunk in oai.chat.completions.create(model="m", messages=USER, stream=True):
+            chunks.append(chunk)
+    except (openai.APIError, httpx.HTTPError) as exc:
+        return chunks, exc
+    return chunks, None
+
+
+def openai_whole(base: str) -> Any:
+    """A non-stream completion: the answer, or the error the official client raised."""
+    oai = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=30)
+    try:
+        return oai.chat.completions.create(model="m", messages=USER)
+    except (openai.APIError, httpx.HTTPError) as exc:
+        return exc
+
+
+def agui_body(base: str) -> tuple[bytes, Exception | None]:
+    """An AG-UI run's SSE body as it came, and what cut it off (None: it ended whole)."""
+    body = b""
+    try:
+        with httpx.stream("POST", base + "/ag-ui/agent", json=AGUI_RUN, timeout=30) as r:
+            for data in r.iter_bytes():
+                body += data
+    except httpx.HTTPError as exc:
+        return body, exc
+    return body, None
+
+
+def start_requests(base: str, marks: Path) -> list[InFlight]:
+    """An OpenAI stream, an AG-UI stream and a JSON request, each with its agent running."""
+    flights = [InFlight(lambda: openai_stream(base)), InFlight(lambda: agui_body(base)),
+               InFlight(lambda: openai_whole(base))]  # fmt: skip
+    for flight in flights:
+        flight.start()
+    wait_for_marks(marks, "started", 3)
+    return flights
+
+
+def read_marks(marks: Path) -> list[str]:
+    return marks.read_text().split() if marks.exists() else []
+
+
+def wait_for_marks(marks: Path, what: str, count: int) -> None:
+    deadline = time.monotonic() + 20  # a hang guard
+    while read_marks(marks).count(what) < count:
+        assert time.monotonic() < deadline, f"no {count} {what!r} marks: {read_marks(marks)}"
+        time.sleep(0.02)
+
+
+def exit_code(proc: subprocess.Popen[bytes]) -> int:
+    try:
+        return proc.wait(20)  # a hang guard
+    except subprocess.TimeoutExpired:
+        pytest.fail("the server was still running 20 s after the stop")
+
+
+def hypercorn_args(worker: str, port: int) -> list[str]:
+    return ["-m", "hypercorn", ENDLESS, "-k", worker, "--bind", f"127.0.0.1:{port}",
+            "--graceful-timeout", "1", "--log-level", "warning"]  # fmt: skip
+
+
+@pytest.mark.parametrize("worker", ["asyncio", "trio"])
+def test_hypercorn_stop_ends_requests_in_flight_at_its_graceful_timeout(
+    worker: str, tmp_path: Path
+) -> None:
+    """SIGTERM (to hypercorn, as a deploy sends it): at ``--graceful-timeout`` hypercorn cancels
+    what still runs; each stream ends with its protocol's error frame, a JSON request gets a
+    503, the agents are closed, then the shutdown hooks run and hypercorn exits 0. Under the
+    trio worker the cancellation is trio's, through the app's anyio cancel scopes."""
+    _needs("hypercorn", *(["trio"] if worker == "trio" else []))
+    marks = tmp_path / "marks"
+    port = free_port()
+    env = {"AGENTRUN_TEST_MARKS": str(marks)}
+    with server_process(hypercorn_args(worker, port), port, env=env) as proc:
+        stream, agui, whole = start_requests(proc.base_url, marks)
+        proc.proc.send_signal(signal.SIGTERM)
+        chunks, stream_error = stream.outcome()
+        body, cut = agui.outcome()
+        answer = whole.outcome()
+        code = exit_code(proc.proc)
+        output = proc.output()
+    assert chunks and isinstance(stream_error, openai.APIError), (stream_error, output)
+    assert stream_error.code == "server_shutting_down"
+    assert cut is None, (cut, body[-200:])
+    events = verify(parse_sse(body))
+    assert events[-1]["type"] == "RUN_ERROR" and events[-1]["code"] == "server_shutting_down"
+    assert isinstance(answer, openai.InternalServerError), answer
+    assert answer.status_code == 503 and answer.code == "server_shutting_down"
+    assert read_marks(marks) == ["started"] * 3 + ["closed"] * 3 + ["shutdown"]
+    assert code == 0
+    assert "agentrun_asgi/" not in output, output  # no traceback through the package
+
+
+@pytest.mark.parametrize("worker", ["asyncio", "trio"])
+def test_hypercorn_workers_die_at_a_sigterm_of_their_own(worker: str, tmp_path: Path) -> None:
+    """SIGTERM to hypercorn's whole process group (systemd's default ``KillMode``): its worker
+    processes have no handler for it and die at once; streams are cut off, nothing else runs."""
+    _needs("hypercorn", *(["trio"] if worker == "trio" else []))
+    marks = tmp_path / "marks"
+    port = free_port()
+    env = {"AGENTRUN_TEST_MARKS": str(marks)}
+    with server_process(hypercorn_args(worker, port), port, env=env) as proc:
+        stream, agui, whole = start_requests(proc.base_url, marks)
+        os.killpg(proc.proc.pid, signal.SIGTERM)
+        chunks, stream_error = stream.outcome()
+        body, cut = agui.outcome()
+        answer = whole.outcome()
+        exit_code(proc.proc)
+    assert chunks and isinstance(stream_error, openai.APIConnectionError), stream_error  # cut
+    assert cut is not None and b"RUN_ERROR" not in body
+    assert isinstance(answer, openai.APIConnectionError), answer
+    assert "closed" not in read_marks(marks) and "shutdown" not in read_marks(marks)
+
+
+def granian_args(port: int, *extra: str) -> list[str]:
+    return ["-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+            "--log-level", "warning", *extra, ENDLESS]  # fmt: skip
+
+
+def test_granian_stop_waits_for_a_stream_to_end(tmp_path: Path) -> None:
+    """SIGTERM to granian: a stream in flight holds the stop up (the agent goes on streaming,
+    untold) until it ends by itself, whole; then the shutdown hooks run and granian exits 0."""
+    _needs("granian")
+    marks, end = tmp_path / "marks", tmp_path / "end"
+    port = free_port()
+    env = {"AGENTRUN_TEST_MARKS": str(marks), "AGENTRUN_TEST_END": str(end)}
+    with server_process(granian_args(port), port, env=env) as proc:
+        events: list[dict[str, Any]] = []
+        with httpx.stream("POST", proc.base_url + "/ag-ui/agent", json=AGUI_RUN,
+                          timeout=30) as r:  # fmt: skip
+            lines = r.iter_lines()
+            for line in lines:
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                    break
+            proc.proc.send_signal(signal.SIGTERM)
+            for line in lines:  # frames made after the stop began: the agent was not told
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                    if len(events) == 6:
+                        break
+            assert proc.proc.poll() is None, "granian exited with a stream in flight"
+            assert "shutdown" not in read_marks(marks)
+            end.touch()  # the agent ends its stream
+            events += [json.loads(x[5:]) for x in lines if x.startswith("data:")]
+        code = exit_code(proc.proc)
+    verify(events)
+    assert events[-1]["type"] == "RUN_FINISHED"
+    assert read_marks(marks) == ["started", "closed", "shutdown"]
+    assert code == 0
+
+
+def test_granian_kill_timeout_cuts_requests_in_flight_off(tmp_path: Path) -> None:
+    """SIGTERM to granian with ``--workers-kill-timeout``: at that timeout the worker is killed;
+    streams are cut off with no error frame, a JSON request gets no answer, the agents are not
+    closed and the shutdown hooks do not run. granian itself exits 0."""
+    _needs("granian")
+    marks = tmp_path / "marks"
+    port = free_port()
+    args = granian_args(port, "--workers-kill-timeout", "1")
+    with server_process(args, port, env={"AGENTRUN_TEST_MARKS": str(marks)}) as proc:
+        stream, agui, whole = start_requests(proc.base_url, marks)
+        proc.proc.send_signal(signal.SIGTERM)
+        chunks, stream_error = stream.outcome()
+        body, cut = agui.outcome()
+        answer = whole.outcome()
+        code = exit_code(proc.proc)
+    assert chunks and isinstance(stream_error, openai.APIConnectionError), stream_error  # cut
+    assert cut is not None and b"RUN_ERROR" not in body and b"RUN_FINISHED" not in body
+    assert isinstance(answer, openai.APIConnectionError), answer
+    assert read_marks(marks) == ["started"] * 3
+    assert code == 0

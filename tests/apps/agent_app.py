@@ -6,9 +6,11 @@ and a tool call, over Chat Completions, AG-UI and the Responses API.
 
 from __future__ import annotations
 
-import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
+
+import anyio
 
 from agentrun_asgi import (
     AgentEvent,
@@ -44,15 +46,31 @@ app = AgentRunServer(
 )
 
 
+def mark(what: str) -> None:
+    """Note ``what`` in the file named by ``$AGENTRUN_TEST_MARKS``, if set: how a test in
+    another process sees what happened inside the server as it stopped."""
+    path = os.environ.get("AGENTRUN_TEST_MARKS")
+    if path:
+        with open(path, "a") as marks:
+            marks.write(what + "\n")
+
+
 async def endless_agent(request: AgentRequest) -> AsyncIterator[str]:
-    """Streams until cancelled: what a stop of the server must not wait for."""
-    while True:
-        yield "tick "
-        await asyncio.sleep(0.1)
+    """Streams until cancelled (what a stop of the server must not wait for), or until the
+    file named by ``$AGENTRUN_TEST_END`` exists. anyio's sleep: it runs under trio too."""
+    end = os.environ.get("AGENTRUN_TEST_END")
+    mark("started")
+    try:
+        while end is None or not os.path.exists(end):
+            yield "tick "
+            await anyio.sleep(0.1)
+    finally:
+        mark("closed")
 
 
-#: ``tests.apps.agent_app:endless``: an endless stream, and a short grace to stop it in.
-endless = AgentRunServer(endless_agent, shutdown_grace=0.5)
+#: ``tests.apps.agent_app:endless``: an endless stream, a short grace to stop it in, and a
+#: shutdown hook that says it ran.
+endless = AgentRunServer(endless_agent, shutdown_grace=0.5, on_shutdown=[lambda: mark("shutdown")])
 
 
 #: ``tests.apps.agent_app:logged``: the access log on, with nothing configuring logging.

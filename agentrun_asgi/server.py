@@ -53,6 +53,7 @@ from .protocols.responses import OpenAIResponsesProtocolHandler
 from .requests import DEFAULT_MAX_BODY_SIZE, Request
 from .responses import JSON_HEADERS, send_bytes, sends_request_id
 from .routing import Route, Router
+from .stop_signal import StopSignal
 from .types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -230,6 +231,7 @@ class AgentRunServer:
         if request_timeout is not None and request_timeout <= 0:
             raise ValueError(f"request_timeout must be positive, got {request_timeout!r}")
         self.lifecycle = Lifecycle(shutdown_grace, request_timeout)
+        self._stop_signal = StopSignal(self.lifecycle.begin_shutdown)
         self.api_keys = list(
             api_keys_from_env() if api_keys is None else _str_list("api_keys", api_keys)
         )
@@ -393,6 +395,7 @@ class AgentRunServer:
     async def startup(self) -> None:
         """Run the startup hooks and enter ``lifespan``; called by ASGI lifespan (or a host app)."""
         self.lifecycle.reopen()
+        self._stop_signal.install()
         await run_hooks(self.on_startup)
         if self.lifespan is not None:
             stack = AsyncExitStack()
@@ -420,13 +423,15 @@ class AgentRunServer:
         """Refuse new requests (503) and give runs in flight ``shutdown_grace`` seconds more.
 
         Call on the event loop; :meth:`shutdown` calls it, and so does the uvicorn server of
-        :meth:`start` as soon as uvicorn begins to shut down.
+        :meth:`start` as soon as uvicorn begins to shut down, and a SIGTERM that the event loop
+        handles (granian's workers; ``stop_signal.py``).
         """
         self.lifecycle.begin_shutdown()
 
     async def shutdown(self) -> None:
         """Let runs in flight finish (within the grace period), exit ``lifespan``, run hooks."""
         self.lifecycle.begin_shutdown()
+        self._stop_signal.uninstall()
         await self.lifecycle.drain()
         stack, self._exit_stack = self._exit_stack, None
         try:

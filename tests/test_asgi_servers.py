@@ -142,12 +142,12 @@ def test_gunicorn_stop_ends_streams_with_their_error_frame(path: str, body: Any)
 
 
 # -- stops under hypercorn and granian ---------------------------------------------------------
-# What the README ("Any ASGI server") says of how these servers stop, pinned. Neither tells the
-# app before its own drain is over, so ``shutdown_grace`` plays no part: hypercorn cancels the
-# requests still running at its ``--graceful-timeout`` (1 s here, 3 s by default), which the app
-# turns into their error frames and 503s; granian waits for every stream to end, and its
-# ``--workers-kill-timeout`` kills the worker. The app is ``tests.apps.agent_app:endless``, whose
-# agent, hook and ends are noted in a file (``marks``).
+# What the README ("Any ASGI server") says of how these servers stop, pinned. hypercorn tells the
+# app only after its own drain, so ``shutdown_grace`` plays no part: it cancels the requests
+# still running at its ``--graceful-timeout`` (1 s here, 3 s by default), which the app turns
+# into their error frames and 503s. granian's workers handle SIGTERM with their event loop, so
+# the app hooks in and begins its own shutdown (``stop_signal.py``). The app is
+# ``tests.apps.agent_app:endless``, whose agent, hook and ends are noted in a file (``marks``).
 
 ENDLESS = "tests.apps.agent_app:endless"
 AGUI_RUN = {"messages": [{"id": "1", "role": "user", "content": "hi"}]}
@@ -263,6 +263,7 @@ def test_hypercorn_stop_ends_requests_in_flight_at_its_graceful_timeout(
         code = exit_code(proc.proc)
         output = proc.output()
     assert chunks and isinstance(stream_error, openai.APIError), (stream_error, output)
+    assert not isinstance(stream_error, openai.APIConnectionError), (stream_error, output)
     assert stream_error.code == "server_shutting_down"
     assert cut is None, (cut, body[-200:])
     events = verify(parse_sse(body))
@@ -300,47 +301,17 @@ def granian_args(port: int, *extra: str) -> list[str]:
             "--log-level", "warning", *extra, ENDLESS]  # fmt: skip
 
 
-def test_granian_stop_waits_for_a_stream_to_end(tmp_path: Path) -> None:
-    """SIGTERM to granian: a stream in flight holds the stop up (the agent goes on streaming,
-    untold) until it ends by itself, whole; then the shutdown hooks run and granian exits 0."""
-    _needs("granian")
-    marks, end = tmp_path / "marks", tmp_path / "end"
-    port = free_port()
-    env = {"AGENTRUN_TEST_MARKS": str(marks), "AGENTRUN_TEST_END": str(end)}
-    with server_process(granian_args(port), port, env=env) as proc:
-        events: list[dict[str, Any]] = []
-        with httpx.stream("POST", proc.base_url + "/ag-ui/agent", json=AGUI_RUN,
-                          timeout=30) as r:  # fmt: skip
-            lines = r.iter_lines()
-            for line in lines:
-                if line.startswith("data:"):
-                    events.append(json.loads(line[5:]))
-                    break
-            proc.proc.send_signal(signal.SIGTERM)
-            for line in lines:  # frames made after the stop began: the agent was not told
-                if line.startswith("data:"):
-                    events.append(json.loads(line[5:]))
-                    if len(events) == 6:
-                        break
-            assert proc.proc.poll() is None, "granian exited with a stream in flight"
-            assert "shutdown" not in read_marks(marks)
-            end.touch()  # the agent ends its stream
-            events += [json.loads(x[5:]) for x in lines if x.startswith("data:")]
-        code = exit_code(proc.proc)
-    verify(events)
-    assert events[-1]["type"] == "RUN_FINISHED"
-    assert read_marks(marks) == ["started", "closed", "shutdown"]
-    assert code == 0
-
-
-def test_granian_kill_timeout_cuts_requests_in_flight_off(tmp_path: Path) -> None:
-    """SIGTERM to granian with ``--workers-kill-timeout``: at that timeout the worker is killed;
-    streams are cut off with no error frame, a JSON request gets no answer, the agents are not
-    closed and the shutdown hooks do not run. granian itself exits 0."""
-    _needs("granian")
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_granian_stop_ends_requests_in_flight_after_the_grace(loop: str, tmp_path: Path) -> None:
+    """SIGTERM to granian: the app begins its shutdown at once (its SIGTERM handler runs
+    before granian's), so streams get ``shutdown_grace`` and their error frame, a JSON request
+    a 503; granian's drain then ends, the hooks run and granian exits 0. Before, granian told
+    the app only after its drain, which a stream held up until it ended or until
+    ``--workers-kill-timeout`` (the backstop here) killed the worker: cut, no hooks."""
+    _needs("granian", loop)
     marks = tmp_path / "marks"
     port = free_port()
-    args = granian_args(port, "--workers-kill-timeout", "1")
+    args = granian_args(port, "--loop", loop, "--workers-kill-timeout", "10")
     with server_process(args, port, env={"AGENTRUN_TEST_MARKS": str(marks)}) as proc:
         stream, agui, whole = start_requests(proc.base_url, marks)
         proc.proc.send_signal(signal.SIGTERM)
@@ -348,8 +319,14 @@ def test_granian_kill_timeout_cuts_requests_in_flight_off(tmp_path: Path) -> Non
         body, cut = agui.outcome()
         answer = whole.outcome()
         code = exit_code(proc.proc)
-    assert chunks and isinstance(stream_error, openai.APIConnectionError), stream_error  # cut
-    assert cut is not None and b"RUN_ERROR" not in body and b"RUN_FINISHED" not in body
-    assert isinstance(answer, openai.APIConnectionError), answer
-    assert read_marks(marks) == ["started"] * 3
-    assert code == 0
+        output = proc.output()
+    assert chunks and isinstance(stream_error, openai.APIError), (stream_error, output)
+    assert not isinstance(stream_error, openai.APIConnectionError), (stream_error, output)
+    assert stream_error.code == "server_shutting_down"
+    assert cut is None, (cut, body[-200:])
+    events = verify(parse_sse(body))
+    assert events[-1]["type"] == "RUN_ERROR" and events[-1]["code"] == "server_shutting_down"
+    assert isinstance(answer, openai.InternalServerError), answer
+    assert answer.status_code == 503 and answer.code == "server_shutting_down"
+    assert read_marks(marks) == ["started"] * 3 + ["closed"] * 3 + ["shutdown"]
+    assert code == 0 and "Killing" not in output, output

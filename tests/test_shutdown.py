@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import signal
 import threading
 import time
 import weakref
@@ -96,6 +98,53 @@ def test_new_requests_get_503_after_shutdown() -> None:
                 assert error["code"] == "server_shutting_down" and error["type"] == "server_error"
 
     asyncio.run(main())
+
+
+def test_a_sigterm_the_event_loop_handles_begins_the_shutdown_at_once() -> None:
+    """A server that handles SIGTERM with ``loop.add_signal_handler`` (granian's workers) and
+    tells the app only after its drain: the app begins its shutdown at the signal (streams get
+    ``shutdown_grace``, not the server's whole drain), the server's handler still runs, and the
+    app gives the signal back at its shutdown."""
+    told: list[str] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, told.append, "server")
+        try:
+            loops_own = signal.getsignal(signal.SIGTERM)
+            # Two servers in one process (mounted side by side): each is told.
+            servers = [AgentRunServer(lambda r: "ok"), AgentRunServer(lambda r: "ok")]
+            async with Lifespan(servers[0]), Lifespan(servers[1]):
+                assert not any(s.lifecycle.closing for s in servers)
+                os.kill(os.getpid(), signal.SIGTERM)
+                with anyio.fail_after(5):  # a hang guard
+                    while not (told and all(s.lifecycle.closing for s in servers)):
+                        await asyncio.sleep(0.01)
+                assert told == ["server"]
+                assert (await call(servers[0], "GET", "/health")).status == 503
+            assert signal.getsignal(signal.SIGTERM) is loops_own
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    asyncio.run(main())
+
+
+def test_a_sigterm_handled_in_python_is_left_to_its_handler() -> None:
+    """uvicorn and gunicorn's workers handle the signal in Python themselves (and
+    ``uvicorn_server`` tells the app): the app leaves their handler alone."""
+    def handle_exit(signum: int, frame: Any) -> None:
+        pass
+
+    previous = signal.signal(signal.SIGTERM, handle_exit)
+    try:
+        async def main() -> None:
+            server = AgentRunServer(lambda r: "ok")
+            async with Lifespan(server):
+                assert signal.getsignal(signal.SIGTERM) is handle_exit
+
+        asyncio.run(main())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_serving_again_after_a_restart() -> None:

@@ -6,9 +6,10 @@ until it ended, or until ``--workers-kill-timeout`` killed the worker (no error 
 shutdown hooks). A loop's signal handlers are run from its wakeup fd, whatever Python-level
 handler the signal has; that one is the loop's no-op. Replaced by one that also begins the
 app's shutdown, the server's own handler still runs, and streams get ``shutdown_grace`` and
-their error frame. Only a loop's no-op is replaced: a server that handles the signal in Python
-itself (uvicorn, gunicorn's workers) is left alone, as is a signal nobody handles (hypercorn's
-workers, which their parent tells).
+their error frame. One handler serves every app of the process (servers mounted side by
+side, stopped in any order); the last to stop gives the signal back. Only a loop's no-op is
+replaced: a server that handles the signal in Python itself (uvicorn, gunicorn's workers) is
+left alone, as is a signal nobody handles (hypercorn's workers, which their parent tells).
 """
 
 from __future__ import annotations
@@ -20,53 +21,72 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-#: The Python-level handlers event loops set for a signal they handle (asyncio's, uvloop's), and
-#: this module's own (another server in the process, mounted beside this one, took it first).
-_CHAINABLE = frozenset({"_sighandler_noop", "_Loop__sighandler", "begin_shutdown_then"})
+#: The Python-level handlers event loops set for a signal they handle (asyncio's, uvloop's).
+_CHAINABLE = frozenset({"_sighandler_noop", "_Loop__sighandler"})
 
 Handler = Callable[[int, FrameType | None], Any]
 
 
-class StopSignal:
-    """SIGTERM begins ``begin`` (a shutdown) on the running loop, then goes on as before."""
+class _Taken:
+    """SIGTERM while it is this module's: the apps to tell, each with its loop, and the
+    handler this module replaced (run after them)."""
 
-    __slots__ = ("begin", "installed")
+    told: dict[StopSignal, asyncio.AbstractEventLoop] = {}
+    replaced: Handler | None = None
+
+
+async def _begin(begin: Callable[[], None]) -> None:
+    begin()  # in a task: the shutdown reads the loop's clock through anyio
+
+
+def _start(loop: asyncio.AbstractEventLoop, begin: Callable[[], None]) -> None:
+    loop.create_task(_begin(begin))
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Begin each app's shutdown on its own loop, then run the loop's handler as before."""
+    for stop, loop in list(_Taken.told.items()):
+        try:
+            loop.call_soon_threadsafe(_start, loop, stop.begin)
+        except RuntimeError:  # the loop is closed: nothing of that app is left to stop
+            _Taken.told.pop(stop, None)
+    if _Taken.replaced is not None:
+        _Taken.replaced(signum, frame)
+
+
+class StopSignal:
+    """SIGTERM begins ``begin`` (a shutdown) on the app's loop, then goes on as before."""
+
+    __slots__ = ("begin",)
 
     def __init__(self, begin: Callable[[], None]) -> None:
         self.begin = begin
-        #: (ours, the one it replaced) while installed.
-        self.installed: tuple[Handler, Handler] | None = None
 
     def install(self) -> None:
         """At startup: take SIGTERM over from a loop's no-op, on the main thread only."""
-        if self.installed is not None or threading.current_thread() is not threading.main_thread():
+        if threading.current_thread() is not threading.main_thread():
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # another event loop (trio): its handlers are its own
             return
-        previous = signal.getsignal(signal.SIGTERM)
-        if not callable(previous) or getattr(previous, "__name__", None) not in _CHAINABLE:
-            return
-
-        async def begin() -> None:  # a task: the shutdown reads the loop's clock through anyio
-            self.begin()
-
-        def begin_shutdown_then(signum: int, frame: FrameType | None) -> None:
-            try:
-                loop.call_soon_threadsafe(lambda: loop.create_task(begin()))
-            except RuntimeError:  # the loop is closed: nothing of this app is left to stop
-                pass
-            previous(signum, frame)
-
-        signal.signal(signal.SIGTERM, begin_shutdown_then)
-        self.installed = (begin_shutdown_then, previous)
+        current = signal.getsignal(signal.SIGTERM)
+        if current is not _on_sigterm:
+            if not callable(current) or getattr(current, "__name__", None) not in _CHAINABLE:
+                return
+            # Taken (again): the apps told before whose loops have closed are gone.
+            _Taken.told = {s: other for s, other in _Taken.told.items() if not other.is_closed()}
+            _Taken.replaced = current
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        _Taken.told[self] = loop
 
     def uninstall(self) -> None:
-        """At shutdown: give the signal back, unless someone replaced ours since."""
-        installed, self.installed = self.installed, None
-        if installed is None or threading.current_thread() is not threading.main_thread():
+        """At shutdown: no longer told. The last app told gives the signal back, unless
+        someone replaced this module's handler since."""
+        if _Taken.told.pop(self, None) is None or _Taken.told:
             return
-        ours, previous = installed
-        if signal.getsignal(signal.SIGTERM) is ours:
-            signal.signal(signal.SIGTERM, previous)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        replaced, _Taken.replaced = _Taken.replaced, None
+        if replaced is not None and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, replaced)

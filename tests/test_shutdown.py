@@ -129,6 +129,32 @@ def test_a_sigterm_the_event_loop_handles_begins_the_shutdown_at_once() -> None:
     asyncio.run(main())
 
 
+def test_servers_stopped_in_the_order_they_started_give_the_sigterm_back() -> None:
+    """Two servers of one host stopped first to last (a host's lifespan that starts a, b and
+    stops a, b): the loop's own handler is back once both are down, and a stopped server is
+    not kept alive by it. Each server took the signal from the one before: the last stopped
+    gave back the first one's handler, which held that stopped server and its loop."""
+
+    async def main() -> weakref.ref[AgentRunServer]:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: None)
+        try:
+            loops_own = signal.getsignal(signal.SIGTERM)
+            first, second = AgentRunServer(lambda r: "ok"), AgentRunServer(lambda r: "ok")
+            await first.startup()
+            await second.startup()
+            await first.shutdown()
+            await second.shutdown()
+            assert signal.getsignal(signal.SIGTERM) is loops_own
+            return weakref.ref(first)
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    gone = asyncio.run(main())
+    gc.collect()
+    assert gone() is None
+
+
 def test_a_sigterm_handled_in_python_is_left_to_its_handler() -> None:
     """uvicorn and gunicorn's workers handle the signal in Python themselves (and
     ``uvicorn_server`` tells the app): the app leaves their handler alone."""

@@ -396,13 +396,17 @@ class AgentRunServer:
         """Run the startup hooks and enter ``lifespan``; called by ASGI lifespan (or a host app)."""
         self.lifecycle.reopen()
         self._stop_signal.install()
-        await run_hooks(self.on_startup)
-        if self.lifespan is not None:
-            stack = AsyncExitStack()
-            state = await stack.enter_async_context(self.lifespan(self))
-            self._exit_stack = stack
-            if isinstance(state, Mapping):
-                self.state.update(state)
+        try:
+            await run_hooks(self.on_startup)
+            if self.lifespan is not None:
+                stack = AsyncExitStack()
+                state = await stack.enter_async_context(self.lifespan(self))
+                self._exit_stack = stack
+                if isinstance(state, Mapping):
+                    self.state.update(state)
+        except BaseException:
+            self._stop_signal.uninstall()  # no shutdown follows a failed startup
+            raise
         access = self._access_log
         if access is not None and not access.logger.hasHandlers():
             # Under a bare ``uvicorn module:app`` nothing configured this package's loggers,

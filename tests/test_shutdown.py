@@ -155,6 +155,27 @@ def test_servers_stopped_in_the_order_they_started_give_the_sigterm_back() -> No
     assert gone() is None
 
 
+def test_a_failed_startup_gives_the_sigterm_back() -> None:
+    """A startup hook that fails: no shutdown follows, so the startup itself gives the loop
+    its SIGTERM handler back (it was left to the app, which held the failed server)."""
+
+    def fail() -> None:
+        raise RuntimeError("no database")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: None)
+        try:
+            loops_own = signal.getsignal(signal.SIGTERM)
+            with pytest.raises(RuntimeError, match="no database"):
+                await AgentRunServer(lambda r: "ok", on_startup=[fail]).startup()
+            assert signal.getsignal(signal.SIGTERM) is loops_own
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    asyncio.run(main())
+
+
 def test_a_sigterm_handled_in_python_is_left_to_its_handler() -> None:
     """uvicorn and gunicorn's workers handle the signal in Python themselves (and
     ``uvicorn_server`` tells the app): the app leaves their handler alone."""

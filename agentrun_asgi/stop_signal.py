@@ -71,12 +71,15 @@ class StopSignal:
         except RuntimeError:  # another event loop (trio): its handlers are its own
             return
         current = signal.getsignal(signal.SIGTERM)
+        loops = _Taken.replaced if current is _on_sigterm else current
+        if not callable(loops) or getattr(loops, "__name__", None) not in _CHAINABLE:
+            return
+        if getattr(loops, "__self__", loop) is not loop:
+            return  # a closed uvloop's (it keeps it): no loop handles the signal
         if current is not _on_sigterm:
-            if not callable(current) or getattr(current, "__name__", None) not in _CHAINABLE:
-                return
             # Taken (again): the apps told before whose loops have closed are gone.
             _Taken.told = {s: other for s, other in _Taken.told.items() if not other.is_closed()}
-            _Taken.replaced = current
+            _Taken.replaced = loops
             signal.signal(signal.SIGTERM, _on_sigterm)
         _Taken.told[self] = loop
 

@@ -176,6 +176,45 @@ def test_a_failed_startup_gives_the_sigterm_back() -> None:
     asyncio.run(main())
 
 
+def test_a_sigterm_no_running_loop_handles_is_left_alone() -> None:
+    """uvloop keeps its handler on SIGTERM after its loop has closed: the process ignores the
+    signal. A server started on another loop took it over, so a SIGTERM put the app into its
+    shutdown (503 to every request) while the process, which nothing stops, went on."""
+    uvloop = pytest.importorskip("uvloop")
+    previous = signal.getsignal(signal.SIGTERM)
+    closed = uvloop.new_event_loop()
+    closed.add_signal_handler(signal.SIGTERM, lambda: None)
+    closed.close()
+    try:
+        stale = signal.getsignal(signal.SIGTERM)
+
+        async def main() -> None:
+            server = AgentRunServer(lambda r: "ok")
+            async with Lifespan(server):
+                assert signal.getsignal(signal.SIGTERM) is stale
+
+        asyncio.run(main())
+        # The same once an app took it from that uvloop, which closed before the app's
+        # shutdown: a server started after it is not told.
+        first = AgentRunServer(lambda r: "ok")
+        closed = uvloop.new_event_loop()
+        closed.add_signal_handler(signal.SIGTERM, lambda: None)
+        closed.run_until_complete(first.startup())
+        closed.close()
+
+        async def after() -> None:
+            server = AgentRunServer(lambda r: "ok")
+            async with Lifespan(server):
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(5):  # the loop turns a told app's shutdown takes
+                    await asyncio.sleep(0)
+                assert not server.lifecycle.closing
+
+        asyncio.run(after())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_sigterm_handled_in_python_is_left_to_its_handler() -> None:
     """uvicorn and gunicorn's workers handle the signal in Python themselves (and
     ``uvicorn_server`` tells the app): the app leaves their handler alone."""

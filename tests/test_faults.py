@@ -238,17 +238,11 @@ async def _cancelled() -> None:
 
 
 async def _async_faulty(request: AgentRequest) -> AsyncIterator[str]:
-    mode = request.messages[-1].text
-    if mode == "hello":
+    if request.messages[-1].text == "hello":
         yield "fine"
         return
-    if mode.startswith("gen_"):
-        yield "partial "
-    if mode.endswith("cancelled"):
-        await _cancelled()
-    if mode.endswith("exit"):
-        sys.exit("async agent quit")
-    raise KeyboardInterrupt("async agent interrupted")
+    yield "partial "
+    await _cancelled()
 
 
 async def _async_function_faulty(request: AgentRequest) -> str:
@@ -263,24 +257,14 @@ _OWN_CANCEL = pytest.mark.skipif(
 )
 
 
-@pytest.mark.parametrize(
-    "agent, mode, message",
-    [pytest.param(_async_function_faulty, "cancelled", "the agent raised CancelledError",
-                  marks=_OWN_CANCEL),
-     pytest.param(_async_faulty, "gen_cancelled", "the agent raised CancelledError",
-                  marks=_OWN_CANCEL),
-     (_async_faulty, "exit", "the agent raised SystemExit: async agent quit"),
-     (_async_faulty, "gen_exit", "the agent raised SystemExit: async agent quit"),
-     (_async_faulty, "interrupt", "the agent raised KeyboardInterrupt: async agent interrupted")],
-)  # fmt: skip
-def test_exits_and_own_cancellations_of_async_agents_are_agent_errors(
-    serve: Any, agent: Any, mode: str, message: str
-) -> None:
-    """The same for async agents, whose code runs on the event loop: ``sys.exit()``,
-    ``KeyboardInterrupt``, and a ``CancelledError`` that nobody sent the run (the agent awaited
-    something cancelled elsewhere) used to pass for a shutdown: a non-stream run got a 503
-    "shutting down" (retried by the OpenAI clients, running the agent again), a stream was cut
-    without its error frame or told "server_shutting_down"."""
+@_OWN_CANCEL
+@pytest.mark.parametrize("agent", [_async_function_faulty, _async_faulty])
+def test_own_cancellations_of_async_agents_are_agent_errors(serve: Any, agent: Any) -> None:
+    """A ``CancelledError`` that nobody sent the run (the agent awaited something cancelled
+    elsewhere) used to pass for a shutdown: a non-stream run got a 503 "shutting down" (retried
+    by the OpenAI clients, running the agent again), a stream was cut without its error frame
+    or told "server_shutting_down"."""
+    mode, message = "cancelled", "the agent raised CancelledError"
     with serve(AgentRunServer(agent)) as base:
         r = chat(base, mode)
         assert assert_error(r, 500)["message"] == message

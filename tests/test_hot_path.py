@@ -132,11 +132,6 @@ def failing_sync_generator(request: AgentRequest) -> Iterator[str]:
     raise RuntimeError("agent broke")
 
 
-async def exiting_async_generator(request: AgentRequest) -> AsyncIterator[str]:
-    yield "partial "
-    sys.exit("agent quit")
-
-
 async def own_cancel_async_function(request: AgentRequest) -> str:
     future = asyncio.get_running_loop().create_future()
     future.cancel()
@@ -146,10 +141,10 @@ async def own_cancel_async_function(request: AgentRequest) -> str:
 
 @pytest.mark.parametrize(
     "agent",
-    [failing_sync_function, failing_sync_generator, exiting_async_generator,
+    [failing_sync_function, failing_sync_generator,
      pytest.param(own_cancel_async_function, marks=pytest.mark.skipif(
          sys.version_info < (3, 11), reason="no Task.cancelling()"))],
-    ids=["sync-fn", "sync-gen", "async-gen-exit", "async-fn-own-cancel"],
+    ids=["sync-fn", "sync-gen", "async-fn-own-cancel"],
 )  # fmt: skip
 @pytest.mark.parametrize(
     ("path", "body"),
@@ -163,7 +158,7 @@ def test_an_agent_that_raises_leaves_no_request_in_a_cycle(
     """An exception of the agent's code in a worker thread used to come back through anyio's
     frame, whose future holds it while the frame is in the exception's own traceback: a cycle
     keeping each failed request (its body, the agent's frames) until a full collection. An
-    async agent's exit or own cancellation, answered as an error, must not keep one either."""
+    async agent's own cancellation, answered as an error, must not keep one either."""
     # pytest keeps every log record, the exception and its frames with it: not here.
     server_logger = logging.getLogger("agentrun_asgi")
     monkeypatch.setattr(server_logger, "propagate", False)

@@ -48,13 +48,13 @@ from ..routing import Route
 from ..streaming import error_message, run_stream, unsendable
 from ..types import Send
 from .base import ProtocolHandler
-
-if TYPE_CHECKING:
-    from ..server import AgentRunServer
 from .openai import ZERO_USAGE, OpenAIProtocolHandler, tool_call_id
 from .openai_input import DEFAULT_MODEL
 from .responses_input import parse_responses_request
 from .validation import parse_object
+
+if TYPE_CHECKING:
+    from ..server import AgentRunServer
 
 logger = logging.getLogger("agentrun_asgi")
 

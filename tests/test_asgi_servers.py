@@ -16,8 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import openai
@@ -237,6 +238,47 @@ def exit_code(proc: subprocess.Popen[bytes]) -> int:
         pytest.fail("the server was still running 20 s after the stop")
 
 
+class Stopped(NamedTuple):
+    """What the three requests of ``start_requests`` got when the server was stopped."""
+
+    chunks: list[Any]
+    stream_error: Any
+    body: bytes
+    cut: Any
+    answer: Any
+    code: int
+    output: str
+
+
+def stop_in_flight(
+    args: list[str], port: int, marks: Path, stop: Callable[[subprocess.Popen[bytes]], None]
+) -> Stopped:
+    """Start the server, put three requests in flight, ``stop`` it, and gather what they got."""
+    with server_process(args, port, env={"AGENTRUN_TEST_MARKS": str(marks)}) as proc:
+        stream, agui, whole = start_requests(proc.base_url, marks)
+        stop(proc.proc)
+        chunks, stream_error = stream.outcome()
+        body, cut = agui.outcome()
+        answer = whole.outcome()
+        code = exit_code(proc.proc)
+        return Stopped(chunks, stream_error, body, cut, answer, code, proc.output())
+
+
+def assert_stopped_whole(got: Stopped, marks: Path) -> None:
+    """Each request was stopped and answered whole: the streams with their error frame, the
+    JSON request with a 503; the agents closed, then the hooks."""
+    stream_error, output = got.stream_error, got.output
+    assert got.chunks and isinstance(stream_error, openai.APIError), (stream_error, output)
+    assert not isinstance(stream_error, openai.APIConnectionError), (stream_error, output)
+    assert stream_error.code == "server_shutting_down"
+    assert got.cut is None, (got.cut, got.body[-200:])
+    events = verify(parse_sse(got.body))
+    assert events[-1]["type"] == "RUN_ERROR" and events[-1]["code"] == "server_shutting_down"
+    assert isinstance(got.answer, openai.InternalServerError), got.answer
+    assert got.answer.status_code == 503 and got.answer.code == "server_shutting_down"
+    assert read_marks(marks) == ["started"] * 3 + ["closed"] * 3 + ["shutdown"]
+
+
 def hypercorn_args(worker: str, port: int) -> list[str]:
     return ["-m", "hypercorn", ENDLESS, "-k", worker, "--bind", f"127.0.0.1:{port}",
             "--graceful-timeout", "1", "--log-level", "warning"]  # fmt: skip
@@ -253,26 +295,11 @@ def test_hypercorn_stop_ends_requests_in_flight_at_its_graceful_timeout(
     _needs("hypercorn", *(["trio"] if worker == "trio" else []))
     marks = tmp_path / "marks"
     port = free_port()
-    env = {"AGENTRUN_TEST_MARKS": str(marks)}
-    with server_process(hypercorn_args(worker, port), port, env=env) as proc:
-        stream, agui, whole = start_requests(proc.base_url, marks)
-        proc.proc.send_signal(signal.SIGTERM)
-        chunks, stream_error = stream.outcome()
-        body, cut = agui.outcome()
-        answer = whole.outcome()
-        code = exit_code(proc.proc)
-        output = proc.output()
-    assert chunks and isinstance(stream_error, openai.APIError), (stream_error, output)
-    assert not isinstance(stream_error, openai.APIConnectionError), (stream_error, output)
-    assert stream_error.code == "server_shutting_down"
-    assert cut is None, (cut, body[-200:])
-    events = verify(parse_sse(body))
-    assert events[-1]["type"] == "RUN_ERROR" and events[-1]["code"] == "server_shutting_down"
-    assert isinstance(answer, openai.InternalServerError), answer
-    assert answer.status_code == 503 and answer.code == "server_shutting_down"
-    assert read_marks(marks) == ["started"] * 3 + ["closed"] * 3 + ["shutdown"]
-    assert code == 0
-    assert "agentrun_asgi/" not in output, output  # no traceback through the package
+    got = stop_in_flight(hypercorn_args(worker, port), port, marks,
+                         lambda proc: proc.send_signal(signal.SIGTERM))  # fmt: skip
+    assert_stopped_whole(got, marks)
+    assert got.code == 0
+    assert "agentrun_asgi/" not in got.output, got.output  # no traceback through the package
 
 
 @pytest.mark.parametrize("worker", ["asyncio", "trio"])
@@ -282,17 +309,11 @@ def test_hypercorn_workers_die_at_a_sigterm_of_their_own(worker: str, tmp_path: 
     _needs("hypercorn", *(["trio"] if worker == "trio" else []))
     marks = tmp_path / "marks"
     port = free_port()
-    env = {"AGENTRUN_TEST_MARKS": str(marks)}
-    with server_process(hypercorn_args(worker, port), port, env=env) as proc:
-        stream, agui, whole = start_requests(proc.base_url, marks)
-        os.killpg(proc.proc.pid, signal.SIGTERM)
-        chunks, stream_error = stream.outcome()
-        body, cut = agui.outcome()
-        answer = whole.outcome()
-        exit_code(proc.proc)
-    assert chunks and isinstance(stream_error, openai.APIConnectionError), stream_error  # cut
-    assert cut is not None and b"RUN_ERROR" not in body
-    assert isinstance(answer, openai.APIConnectionError), answer
+    got = stop_in_flight(hypercorn_args(worker, port), port, marks,
+                         lambda proc: os.killpg(proc.pid, signal.SIGTERM))  # fmt: skip
+    assert got.chunks and isinstance(got.stream_error, openai.APIConnectionError), got  # cut
+    assert got.cut is not None and b"RUN_ERROR" not in got.body
+    assert isinstance(got.answer, openai.APIConnectionError), got.answer
     assert "closed" not in read_marks(marks) and "shutdown" not in read_marks(marks)
 
 
@@ -312,21 +333,6 @@ def test_granian_stop_ends_requests_in_flight_after_the_grace(loop: str, tmp_pat
     marks = tmp_path / "marks"
     port = free_port()
     args = granian_args(port, "--loop", loop, "--workers-kill-timeout", "10")
-    with server_process(args, port, env={"AGENTRUN_TEST_MARKS": str(marks)}) as proc:
-        stream, agui, whole = start_requests(proc.base_url, marks)
-        proc.proc.send_signal(signal.SIGTERM)
-        chunks, stream_error = stream.outcome()
-        body, cut = agui.outcome()
-        answer = whole.outcome()
-        code = exit_code(proc.proc)
-        output = proc.output()
-    assert chunks and isinstance(stream_error, openai.APIError), (stream_error, output)
-    assert not isinstance(stream_error, openai.APIConnectionError), (stream_error, output)
-    assert stream_error.code == "server_shutting_down"
-    assert cut is None, (cut, body[-200:])
-    events = verify(parse_sse(body))
-    assert events[-1]["type"] == "RUN_ERROR" and events[-1]["code"] == "server_shutting_down"
-    assert isinstance(answer, openai.InternalServerError), answer
-    assert answer.status_code == 503 and answer.code == "server_shutting_down"
-    assert read_marks(marks) == ["started"] * 3 + ["closed"] * 3 + ["shutdown"]
-    assert code == 0 and "Killing" not in output, output
+    got = stop_in_flight(args, port, marks, lambda proc: proc.send_signal(signal.SIGTERM))
+    assert_stopped_whole(got, marks)
+    assert got.code == 0 and "Killing" not in got.output, got.output

@@ -198,6 +198,25 @@ def test_agui_fault_is_run_error(base_url: str, mode: str) -> None:
     assert_still_serving(base_url)
 
 
+def assert_agent_error_everywhere(base: str, mode: str, message: str) -> None:
+    """Every protocol and form ends the run as an agent error with ``message`` (no retry),
+    and the server goes on serving."""
+    r = chat(base, mode)
+    assert assert_error(r, 500)["message"] == message
+    assert r.headers["x-should-retry"] == "false"
+    last = orjson.loads(sse_payloads(chat(base, mode, stream=True).content)[-1])
+    assert last["error"]["message"] == message
+    assert agui(base, mode)[-1] == {"type": "RUN_ERROR", "message": message}
+    body = {"input": mode}
+    r = httpx.post(base + "/v1/responses", json=body, timeout=10)
+    assert assert_error(r, 500)["message"] == message
+    r = httpx.post(base + "/v1/responses", json={**body, "stream": True}, timeout=10)
+    failed = orjson.loads(sse_payloads(r.content)[-1])
+    assert failed["type"] == "response.failed"
+    assert failed["response"]["error"]["message"] == message
+    assert_still_serving(base)
+
+
 @pytest.mark.parametrize(
     "mode, message",
     [("exit", "the agent raised SystemExit: agent quit"),
@@ -214,20 +233,7 @@ def test_exits_raised_in_the_agents_thread_are_agent_errors(
     the OpenAI clients retry, running the agent again), a stream was cut without its error
     frame; a ``StopIteration`` said "coroutine raised StopIteration"."""
     with serve(AgentRunServer(_faulty)) as base:
-        r = chat(base, mode)
-        assert assert_error(r, 500)["message"] == message
-        assert r.headers["x-should-retry"] == "false"
-        last = orjson.loads(sse_payloads(chat(base, mode, stream=True).content)[-1])
-        assert last["error"]["message"] == message
-        assert agui(base, mode)[-1] == {"type": "RUN_ERROR", "message": message}
-        body = {"input": mode}
-        r = httpx.post(base + "/v1/responses", json=body, timeout=10)
-        assert assert_error(r, 500)["message"] == message
-        r = httpx.post(base + "/v1/responses", json={**body, "stream": True}, timeout=10)
-        failed = orjson.loads(sse_payloads(r.content)[-1])
-        assert failed["type"] == "response.failed"
-        assert failed["response"]["error"]["message"] == message
-        assert_still_serving(base)
+        assert_agent_error_everywhere(base, mode, message)
 
 
 async def _cancelled() -> None:
@@ -266,20 +272,7 @@ def test_own_cancellations_of_async_agents_are_agent_errors(serve: Any, agent: A
     or told "server_shutting_down"."""
     mode, message = "cancelled", "the agent raised CancelledError"
     with serve(AgentRunServer(agent)) as base:
-        r = chat(base, mode)
-        assert assert_error(r, 500)["message"] == message
-        assert r.headers["x-should-retry"] == "false"
-        last = orjson.loads(sse_payloads(chat(base, mode, stream=True).content)[-1])
-        assert last["error"]["message"] == message
-        assert agui(base, mode)[-1] == {"type": "RUN_ERROR", "message": message}
-        body = {"input": mode}
-        r = httpx.post(base + "/v1/responses", json=body, timeout=10)
-        assert assert_error(r, 500)["message"] == message
-        r = httpx.post(base + "/v1/responses", json={**body, "stream": True}, timeout=10)
-        failed = orjson.loads(sse_payloads(r.content)[-1])
-        assert failed["type"] == "response.failed"
-        assert failed["response"]["error"]["message"] == message
-        assert_still_serving(base)
+        assert_agent_error_everywhere(base, mode, message)
 
 
 def test_unserialisable_event_message_is_clear(base_url: str) -> None:

@@ -7,10 +7,13 @@ AgentRun SDK read them from ``request.raw_request``); nothing is computed until 
 from __future__ import annotations
 
 import gc
+import ipaddress
+import re
 from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
@@ -132,30 +135,138 @@ class QueryParams(Mapping[str, str]):
 
 
 class URL:
-    """The request URL as the client addressed it; ``str()`` gives it whole."""
+    """The request URL as Starlette's ``Request.url`` builds it; ``str()`` gives it whole.
+
+    The path is the decoded ``scope["path"]`` with ``?``, ``#`` and ``\\`` escaped (not
+    ``raw_path``), the authority is a Host header only if it is a well-formed one (else the
+    ``server`` address, an IPv6 one bracketed), and the query is UTF-8 (Latin-1 if it is not).
+    """
 
     __slots__ = ("netloc", "path", "query", "scheme")
 
     def __init__(self, scope: Scope) -> None:
         self.scheme: str = scope.get("scheme", "http")
-        host = header(scope, b"host")
-        if host is not None:
-            self.netloc = host.decode("latin-1")
-        elif scope.get("server"):
-            server_host, port = scope["server"]
-            default = {"http": 80, "https": 443}.get(self.scheme)
-            self.netloc = server_host if port in (None, default) else f"{server_host}:{port}"
-        else:
-            self.netloc = ""
-        self.path: str = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
-        self.query: str = scope.get("query_string", b"").decode("latin-1")
+        self.netloc: str = authority(scope, self.scheme)
+        path: str = scope["path"]
+        self.path: str = path.replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+        query: bytes = scope.get("query_string", b"")
+        try:
+            self.query: str = query.decode()
+        except UnicodeDecodeError:
+            self.query = query.decode("latin-1")
+
+    @property
+    def hostname(self) -> str | None:
+        """The host, lower-cased and without brackets or port (``urlsplit``'s, as Starlette's)."""
+        return urlsplit(f"//{self.netloc}").hostname
+
+    @property
+    def port(self) -> int | None:
+        """The port the client named (or the server's when it differs from the default)."""
+        return urlsplit(f"//{self.netloc}").port
+
+    @property
+    def is_secure(self) -> bool:
+        return self.scheme in ("https", "wss")
 
     def __str__(self) -> str:
         url = f"{self.scheme}://{self.netloc}{self.path}"
         return f"{url}?{self.query}" if self.query else url
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to a URL or string of the same text, as Starlette's ``URL`` is."""
+        return str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
     def __repr__(self) -> str:
         return f"URL({str(self)!r})"
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def authority(scope: Scope, scheme: str) -> str:
+    """The URL's ``host[:port]``: a well-formed Host header, else the server address."""
+    host = header(scope, b"host")
+    if host is not None and valid_host(text := host.decode("latin-1")):
+        return text
+    server = scope.get("server")
+    if not server:
+        return ""
+    name, port = server
+    if ":" in name and not name.startswith("["):
+        name = f"[{name}]"
+    return name if port in (None, DEFAULT_PORTS.get(scheme)) else f"{name}:{port}"
+
+
+@lru_cache(maxsize=1)
+def host_pattern() -> re.Pattern[str]:
+    """Starlette's Host grammar (compiled on first use: importing the package stays cheap)."""
+    return re.compile(
+        r"(?P<host>[a-z0-9._~%!$&'()*+,;=-]+|\[(?:(?P<ipv6>[a-f0-9]*:[a-f0-9.:]+)|"
+        r"(?-i:v)[a-f0-9]+\.[a-z0-9._~!$&'()*+,;=:-]+)\])(?::(?P<port>[0-9]+))?",
+        re.IGNORECASE,
+    )
+
+
+def valid_host(host: str) -> bool:
+    """A Host header that cannot change the URL's path or authority (``a/b``, ``u@h``), with a
+    port that fits 16 bits; any other is ignored for the server address, as Starlette does."""
+    match = host_pattern().fullmatch(host)
+    if match is None:
+        return False
+    if match["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["ipv6"])
+        except ValueError:
+            return False
+    port = (match["port"] or "").lstrip("0")
+    return len(port) <= 5 and int(port or "0") <= 65535
+
+
+class State:
+    """``request.state.name``: attribute access over a dict, as Starlette's ``State``."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        object.__setattr__(self, "_state", state)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._state[key]
+        except KeyError:
+            raise AttributeError(f"'State' object has no attribute '{key}'") from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self._state[key] = value
+
+    def __delattr__(self, key: str) -> None:
+        del self._state[key]
+
+    def __getitem__(self, key: str) -> Any:
+        return self._state[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._state[key] = value
+
+
+def parse_cookies(line: str) -> dict[str, str]:
+    """One ``Cookie`` header's pairs, as Starlette parses them (after Django: lenient, since
+    browsers are; a chunk without ``=`` is a value with an empty name)."""
+    from http.cookies import _unquote  # rare: imported on use
+
+    cookies: dict[str, str] = {}
+    for chunk in line.split(";"):
+        key, sep, value = chunk.partition("=")
+        if not sep:
+            key, value = "", chunk
+        key, value = key.strip(), value.strip()
+        if key or value:
+            cookies[key] = _unquote(value)
+    return cookies
 
 
 class Request:

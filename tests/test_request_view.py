@@ -1,0 +1,169 @@
+"""``request.raw_request`` against Starlette's ``Request``, over generated ASGI HTTP scopes.
+
+Agents written for Starlette or FastAPI read ``method``, ``url``, ``headers``,
+``query_params``, ``client``, ``cookies``, ``state``, ``body()`` and ``json()`` and expect
+Starlette's values: both classes take a scope and a receive, so each value is compared on
+the same scope. Where the two differ on purpose, a test below says what ours does instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.requests import Request as StarletteRequest
+
+from agentrun_asgi.requests import Request
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+
+SEGMENT = st.text(st.sampled_from(list("ab-_.~é中%?#\\+;=:@!$&'()*, ")), max_size=6)
+PIECE = st.sampled_from(["a", "b", "a+b", "a%20b", "", "%FF", "%C3%A9", "x%3Dy", "%26", "é",
+                         "+", "%2B", ";", "a=b=c"])  # fmt: skip
+HOSTS = [b"example.com", b"example.com:8000", b"[::1]:8000", b"[::1]", b"EXAMPLE.com:80", b"h:443",
+         b"bad host", b"a/b", b"u@h", b"h:99999", b"h:", b"127.0.0.1:1", b"[zz]:1"]  # fmt: skip
+NAMES = [b"x-a", b"x-b", b"content-type", b"cookie", b"accept"]
+KEYS = ["x-a", "X-A", "Content-Type", "COOKIE", "x-zz", "host", "Host"]
+PARAMS = ["a", "b", "a b", "é", "x=y", "&", "\ufffd", "+", "zz", ""]
+
+
+@st.composite
+def scopes(draw: st.DrawFn) -> dict[str, Any]:
+    """HTTP scopes as servers make them: lowercase header names, a server address, UTF-8."""
+    root = draw(st.sampled_from(["", "/mnt", "/m é"]))
+    path = root + "/" + "/".join(draw(st.lists(SEGMENT, max_size=4)))
+    items = draw(st.lists(st.one_of(PIECE, st.tuples(PIECE, PIECE).map("=".join)), max_size=5))
+    value = st.binary(max_size=6).map(lambda b: bytes(c for c in b if c not in b"\r\n\0"))
+    headers = draw(st.lists(st.tuples(st.sampled_from(NAMES), value), max_size=5))
+    host = draw(st.none() | st.sampled_from(HOSTS))
+    if host is not None:
+        headers.insert(draw(st.integers(0, len(headers))), (b"host", host))
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+        "method": draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "M-SEARCH"])),
+        "scheme": draw(st.sampled_from(["http", "https"])), "path": path, "root_path": root,
+        "query_string": "&".join(items).encode(), "headers": headers,
+        "server": draw(st.tuples(st.sampled_from(["127.0.0.1", "::1", "example.com"]),
+                                 st.sampled_from([80, 443, 8000]))),
+        "client": draw(st.none() | st.tuples(st.sampled_from(["1.2.3.4", "::1"]),
+                                             st.integers(1, 65535))),
+    }  # fmt: skip
+    if draw(st.booleans()):
+        scope["raw_path"] = quote(path, safe="/:@!$&'()*+,;=-._~").encode()
+    return scope
+
+
+def both(scope: dict[str, Any]) -> tuple[Request, StarletteRequest]:
+    return Request(dict(scope), receive_of([])), StarletteRequest(dict(scope))
+
+
+def same(scope: dict[str, Any], reads: dict[str, Callable[[Any], Any]]) -> None:
+    ours, theirs = both(scope)
+    for name, read in reads.items():
+        assert outcome(read, ours) == outcome(read, theirs), (name, scope)
+
+
+def outcome(read: Callable[[Any], Any], request: Any) -> Any:
+    try:
+        return read(request)
+    except Exception as exc:  # the same exception type is the same outcome
+        return type(exc)
+
+
+@given(scopes())
+@SETTINGS
+def test_url_matches_starlette(scope: dict[str, Any]) -> None:
+    same(scope, {
+        "method": lambda r: r.method, "str(url)": lambda r: str(r.url),
+        "url.path": lambda r: r.url.path, "url.query": lambda r: r.url.query,
+        "url.scheme": lambda r: r.url.scheme, "url.netloc": lambda r: r.url.netloc,
+        "url.hostname": lambda r: r.url.hostname, "url.port": lambda r: r.url.port,
+        "url.is_secure": lambda r: r.url.is_secure,
+        "url == str": lambda r: r.url == str(StarletteRequest(scope).url),
+    })  # fmt: skip
+
+
+def test_url_of_ipv6_server_and_forged_host() -> None:
+    """The server address ``::1`` is bracketed (``::1:8000`` is no authority), and a Host
+    header that would move the URL's authority or path (``u@h``, ``a/b``) is not believed."""
+    scope = {"type": "http", "method": "GET", "scheme": "http", "path": "/v1/x",
+             "query_string": b"", "server": ("::1", 8000),
+             "headers": [(b"host", b"u@evil")]}  # fmt: skip
+    url = Request(scope, receive_of([])).url
+    assert (str(url), url.hostname, url.port) == ("http://[::1]:8000/v1/x", "::1", 8000)
+
+
+def test_url_path_is_decoded_as_starlette_has_it() -> None:
+    scope = {"type": "http", "method": "GET", "scheme": "https", "path": "/a b/é?#",
+             "raw_path": b"/a%20b/%C3%A9%3F%23", "query_string": "q=é".encode(),
+             "server": ("h", 443), "headers": []}  # fmt: skip
+    url = Request(scope, receive_of([])).url
+    assert (url.path, url.query, str(url)) == ("/a b/é%3F%23", "q=é", "https://h/a b/é%3F%23?q=é")
+    assert url == str(StarletteRequest(scope).url)
+
+
+def test_url_of_a_query_that_is_not_utf8() -> None:
+    """On purpose: Starlette's ``url`` raises UnicodeDecodeError (an agent's 500 for a client's
+    stray byte); ours reads such a query as Latin-1, as ``query_params`` reads every query."""
+    scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"q=\xff",
+             "server": ("h", 80), "headers": []}  # fmt: skip
+    with pytest.raises(UnicodeDecodeError):
+        str(StarletteRequest(scope).url)
+    assert str(Request(scope, receive_of([])).url) == "http://h/?q=\xff"
+
+
+COOKIE = st.sampled_from(["a=1", "b=x y", ' c="q\\"d" ', "noeq", "=v", "k=", "a=2", ""])
+
+
+def receive_of(chunks: list[bytes]) -> Any:
+    last = len(chunks) - 1
+    messages = [{"type": "http.request", "body": c, "more_body": i < last}
+                for i, c in enumerate(chunks)]  # fmt: skip
+    messages = messages or [{"type": "http.request", "body": b""}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    return receive
+
+
+BODIES = [b'{"a": [1, 2.5, "\\u00e9"]}', b"[]", b"null", b"\xef\xbb\xbf[1]", "[\"é\"]".encode()]
+
+
+@given(st.sampled_from(BODIES), st.integers(1, 4))
+@SETTINGS
+def test_body_and_json_match_starlette(body: bytes, pieces: int) -> None:
+    chunks = [body[i : i + pieces] for i in range(0, len(body), pieces)]
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
+
+    async def read(request: Any) -> tuple[bytes, Any, bytes]:
+        return await request.body(), await request.json(), await request.body()
+
+    ours = asyncio.run(read(Request(scope, receive_of(list(chunks)))))
+    theirs = asyncio.run(read(StarletteRequest(scope, receive_of(list(chunks)))))
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("body", [b"{bad", b"", b"[1] x", b"\xff", b'{"a": 1,}'])
+@pytest.mark.parametrize("caught", [json.JSONDecodeError, ValueError])
+def test_invalid_json_is_caught_as_starlette_s_is(body: bytes, caught: type[Exception]) -> None:
+    """Starlette raises ``json.JSONDecodeError`` (or, for bytes that are not UTF-8, a
+    ``UnicodeDecodeError``): both ``ValueError``. Ours is the same kind, and a 400 if uncaught."""
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
+
+    async def parse(request: Any, catch: tuple[type[Exception], ...]) -> str:
+        try:
+            await request.json()
+        except catch:
+            return "caught"
+        return "parsed"
+
+    starlette = StarletteRequest(scope, receive_of([body]))
+    assert asyncio.run(parse(starlette, (caught, UnicodeDecodeError))) == "caught"
+    assert asyncio.run(parse(Request(scope, receive_of([body])), (caught,))) == "caught"

@@ -74,7 +74,9 @@ class Address(NamedTuple):
 
 
 class Headers(Mapping[str, str]):
-    """Case-insensitive, read-only headers; ``getlist`` returns every value of a repeated name."""
+    """Case-insensitive, read-only headers; ``[]`` gives a repeated name's first value and
+    ``getlist`` all of them, while ``keys()``, ``values()``, ``items()``, iteration and ``len``
+    go over every header line, a repeated name as often as it came (as Starlette's do)."""
 
     __slots__ = ("raw",)
 
@@ -92,19 +94,23 @@ class Headers(Mapping[str, str]):
         name = key.lower().encode("latin-1")
         return [v.decode("latin-1") for k, v in self.raw if k.lower() == name]
 
+    def keys(self) -> list[str]:  # type: ignore[override]
+        return [k.decode("latin-1").lower() for k, _ in self.raw]
+
+    def values(self) -> list[str]:  # type: ignore[override]
+        return [v.decode("latin-1") for _, v in self.raw]
+
+    def items(self) -> list[tuple[str, str]]:  # type: ignore[override]
+        return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self.raw]
+
     def __iter__(self) -> Iterator[str]:
-        seen: set[str] = set()
-        for k, _ in self.raw:
-            name = k.decode("latin-1").lower()
-            if name not in seen:
-                seen.add(name)
-                yield name
+        return iter(self.keys())
 
     def __len__(self) -> int:
-        return len({k.lower() for k, _ in self.raw})
+        return len(self.raw)
 
     def __repr__(self) -> str:
-        return f"Headers({[(k.decode('latin-1'), v.decode('latin-1')) for k, v in self.raw]!r})"
+        return f"Headers({self.items()!r})"
 
 
 class QueryParams(Mapping[str, str]):

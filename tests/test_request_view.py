@@ -118,6 +118,19 @@ def test_url_of_a_query_that_is_not_utf8() -> None:
     assert str(Request(scope, receive_of([])).url) == "http://h/?q=\xff"
 
 
+@given(scopes(), st.sampled_from(KEYS))
+@SETTINGS
+def test_headers_match_starlette(scope: dict[str, Any], key: str) -> None:
+    same(scope, {
+        "[]": lambda r: r.headers[key], "get": lambda r: r.headers.get(key),
+        "getlist": lambda r: r.headers.getlist(key), "in": lambda r: key in r.headers,
+        "iter": lambda r: list(r.headers), "len": lambda r: len(r.headers),
+        "keys": lambda r: list(r.headers.keys()), "values": lambda r: list(r.headers.values()),
+        "items": lambda r: list(r.headers.items()), "dict": lambda r: dict(r.headers),
+        "dict(items)": lambda r: dict(r.headers.items()),
+    })  # fmt: skip
+
+
 COOKIE = st.sampled_from(["a=1", "b=x y", ' c="q\\"d" ', "noeq", "=v", "k=", "a=2", ""])
 
 

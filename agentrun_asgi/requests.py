@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 
@@ -130,11 +130,19 @@ class QueryParams(Mapping[str, str]):
     def getlist(self, key: str) -> list[str]:
         return [v for k, v in self._items if k == key]
 
+    def multi_items(self) -> list[tuple[str, str]]:
+        """Every pair in order, a repeated name as often as it came."""
+        return list(self._items)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._dict)
 
     def __len__(self) -> int:
         return len(self._dict)
+
+    def __str__(self) -> str:
+        """The pairs encoded again (``a=1&b=x+y``), as Starlette's ``str(query_params)``."""
+        return urlencode(self._items)
 
     def __repr__(self) -> str:
         return f"QueryParams({self._items!r})"

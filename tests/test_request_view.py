@@ -131,6 +131,19 @@ def test_headers_match_starlette(scope: dict[str, Any], key: str) -> None:
     })  # fmt: skip
 
 
+@given(scopes(), st.sampled_from(PARAMS))
+@SETTINGS
+def test_query_params_match_starlette(scope: dict[str, Any], key: str) -> None:
+    same(scope, {
+        "[]": lambda r: r.query_params[key], "get": lambda r: r.query_params.get(key),
+        "getlist": lambda r: r.query_params.getlist(key), "in": lambda r: key in r.query_params,
+        "iter": lambda r: list(r.query_params), "len": lambda r: len(r.query_params),
+        "items": lambda r: list(r.query_params.items()), "dict": lambda r: dict(r.query_params),
+        "multi_items": lambda r: r.query_params.multi_items(),
+        "str": lambda r: str(r.query_params),
+    })  # fmt: skip
+
+
 COOKIE = st.sampled_from(["a=1", "b=x y", ' c="q\\"d" ', "noeq", "=v", "k=", "a=2", ""])
 
 

@@ -287,8 +287,8 @@ class Request:
     """The request an endpoint serves: scope and receive, read lazily, body capped in size."""
 
     __slots__ = (
-        "_body", "_content_length", "_headers", "_query_params", "complete", "max_body_size",
-        "receive", "run", "scope", "started",
+        "_body", "_content_length", "_cookies", "_headers", "_query_params", "complete",
+        "max_body_size", "receive", "run", "scope", "started",
     )  # fmt: skip
 
     def __init__(
@@ -342,6 +342,22 @@ class Request:
         if self._query_params is None:
             self._query_params = QueryParams(self.scope.get("query_string", b""))
         return self._query_params
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        """The ``Cookie`` headers' pairs, parsed as Starlette (and browsers) read them."""
+        try:
+            return self._cookies
+        except AttributeError:  # first use: the slot is left unset by ``__init__``
+            self._cookies: dict[str, str] = {}
+            for line in self.headers.getlist("cookie"):
+                self._cookies.update(parse_cookies(line))
+            return self._cookies
+
+    @property
+    def state(self) -> State:
+        """Attribute access to ``scope["state"]`` (the lifespan's state, what middleware put)."""
+        return State(self.scope.setdefault("state", {}))
 
     @property
     def client(self) -> Address | None:

@@ -147,6 +147,27 @@ def test_query_params_match_starlette(scope: dict[str, Any], key: str) -> None:
 COOKIE = st.sampled_from(["a=1", "b=x y", ' c="q\\"d" ', "noeq", "=v", "k=", "a=2", ""])
 
 
+@given(scopes(), st.lists(st.lists(COOKIE, max_size=4).map(";".join), max_size=2))
+@SETTINGS
+def test_client_cookies_state_match_starlette(scope: dict[str, Any], cookies: list[str]) -> None:
+    scope["headers"] += [(b"cookie", line.encode()) for line in cookies]
+    scope["path_params"] = {"id": "7"}
+    same(scope, {
+        "client": lambda r: r.client, "path_params": lambda r: r.path_params,
+        "cookies": lambda r: r.cookies, "state": lambda r: hasattr(r.state, "absent"),
+    })  # fmt: skip
+
+
+def test_state_is_scope_state() -> None:
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "state": {"db": 1}}
+    request = Request(scope, receive_of([]))
+    request.state.user = "u"
+    assert (request.state.db, request.state["user"]) == (1, "u")
+    assert scope["state"] == {"db": 1, "user": "u"}
+    with pytest.raises(AttributeError):
+        request.state.absent  # noqa: B018
+
+
 def receive_of(chunks: list[bytes]) -> Any:
     last = len(chunks) - 1
     messages = [{"type": "http.request", "body": c, "more_body": i < last}

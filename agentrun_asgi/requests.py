@@ -332,6 +332,14 @@ class Request:
         return URL(self.scope)
 
     @property
+    def base_url(self) -> URL:
+        """The app's root URL (``scheme://host/root_path/``), as Starlette's, to build links on."""
+        scope = self.scope
+        root: str = scope.get("app_root_path", scope.get("root_path", ""))
+        path = root if root.endswith("/") else f"{root}/"
+        return URL({**scope, "path": path, "query_string": b""})
+
+    @property
     def headers(self) -> Headers:
         if self._headers is None:
             self._headers = Headers(self.scope["headers"])

@@ -85,6 +85,7 @@ def test_url_matches_starlette(scope: dict[str, Any]) -> None:
         "url.scheme": lambda r: r.url.scheme, "url.netloc": lambda r: r.url.netloc,
         "url.hostname": lambda r: r.url.hostname, "url.port": lambda r: r.url.port,
         "url.is_secure": lambda r: r.url.is_secure,
+        "base_url": lambda r: str(r.base_url),
         "url == str": lambda r: r.url == str(StarletteRequest(scope).url),
     })  # fmt: skip
 

@@ -287,8 +287,8 @@ class Request:
     """The request an endpoint serves: scope and receive, read lazily, body capped in size."""
 
     __slots__ = (
-        "_body", "_content_length", "_cookies", "_headers", "_query_params", "complete",
-        "max_body_size", "receive", "run", "scope", "started",
+        "_body", "_content_length", "_cookies", "_headers", "_json", "_query_params",
+        "complete", "max_body_size", "receive", "run", "scope", "started",
     )  # fmt: skip
 
     def __init__(
@@ -421,18 +421,28 @@ class Request:
         return body
 
     async def json(self) -> Any:
-        """The body parsed as JSON; a body that is not JSON is the client's mistake (a 400)."""
-        body = await self.body()
+        """The body parsed as JSON, once: a later call gives the same object (as Starlette's),
+        not another parse. A body that is not JSON is the client's mistake (a 400)."""
         try:
-            return loads(body)
-        except orjson.JSONDecodeError as exc:
-            refuse_encoded(self.scope)
-            if body[:3] != UTF8_BOM or utf8_error(body) is not None:
-                raise InvalidJSON(exc, body) from None
-        try:
-            return loads(body[3:])
-        except orjson.JSONDecodeError as exc:
-            raise InvalidJSON(exc, body[3:]) from None
+            return self._json
+        except AttributeError:  # first call: the slot is left unset by ``__init__``
+            pass  # (parsed outside the handler, or its errors would carry this one as context)
+        self._json: Any = parse_json(await self.body(), self.scope)
+        return self._json
+
+
+def parse_json(body: bytes, scope: Scope) -> Any:
+    """A request body as JSON; :class:`InvalidJSON` (or a 415 if it came compressed) if not."""
+    try:
+        return loads(body)
+    except orjson.JSONDecodeError as exc:
+        refuse_encoded(scope)
+        if body[:3] != UTF8_BOM or utf8_error(body) is not None:
+            raise InvalidJSON(exc, body) from None
+    try:
+        return loads(body[3:])
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(exc, body[3:]) from None
 
 
 def utf8_error(body: bytes) -> str | None:

@@ -119,15 +119,22 @@ def test_url_of_a_query_that_is_not_utf8() -> None:
     assert str(Request(scope, receive_of([])).url) == "http://h/?q=\xff"
 
 
+def mapping_reads(of: Callable[[Any], Any], key: str) -> dict[str, Callable[[Any], Any]]:
+    """What an agent reads of a multi-dict (headers, query parameters), by name."""
+    return {
+        "[]": lambda r: of(r)[key], "get": lambda r: of(r).get(key),
+        "getlist": lambda r: of(r).getlist(key), "in": lambda r: key in of(r),
+        "iter": lambda r: list(of(r)), "len": lambda r: len(of(r)),
+        "items": lambda r: list(of(r).items()), "dict": lambda r: dict(of(r)),
+    }  # fmt: skip
+
+
 @given(scopes(), st.sampled_from(KEYS))
 @SETTINGS
 def test_headers_match_starlette(scope: dict[str, Any], key: str) -> None:
     same(scope, {
-        "[]": lambda r: r.headers[key], "get": lambda r: r.headers.get(key),
-        "getlist": lambda r: r.headers.getlist(key), "in": lambda r: key in r.headers,
-        "iter": lambda r: list(r.headers), "len": lambda r: len(r.headers),
+        **mapping_reads(lambda r: r.headers, key),
         "keys": lambda r: list(r.headers.keys()), "values": lambda r: list(r.headers.values()),
-        "items": lambda r: list(r.headers.items()), "dict": lambda r: dict(r.headers),
         "dict(items)": lambda r: dict(r.headers.items()),
     })  # fmt: skip
 
@@ -136,10 +143,7 @@ def test_headers_match_starlette(scope: dict[str, Any], key: str) -> None:
 @SETTINGS
 def test_query_params_match_starlette(scope: dict[str, Any], key: str) -> None:
     same(scope, {
-        "[]": lambda r: r.query_params[key], "get": lambda r: r.query_params.get(key),
-        "getlist": lambda r: r.query_params.getlist(key), "in": lambda r: key in r.query_params,
-        "iter": lambda r: list(r.query_params), "len": lambda r: len(r.query_params),
-        "items": lambda r: list(r.query_params.items()), "dict": lambda r: dict(r.query_params),
+        **mapping_reads(lambda r: r.query_params, key),
         "multi_items": lambda r: r.query_params.multi_items(),
         "str": lambda r: str(r.query_params),
     })  # fmt: skip

@@ -372,6 +372,14 @@ class Request:
         client = self.scope.get("client")
         return Address(client[0], client[1]) if client else None
 
+    async def is_disconnected(self) -> bool:
+        """Whether the server has seen the client leave (Starlette's name, for agents ported
+        from it). The run guard watches ``receive`` itself and cancels the run when the client
+        goes, so an agent sees True only in the code that runs after that (an ``except
+        CancelledError`` or ``finally``); it never reads ``receive`` here, which is the guard's."""
+        run = self.run
+        return run is not None and run.reason == "disconnect"
+
     @property
     def body_read(self) -> bool:
         """The whole body has been read through :meth:`body`: ``receive`` is free to watch."""

@@ -192,6 +192,35 @@ def test_disconnect_cancels_agent(serve: Any, shape: str, mode: str) -> None:
         assert httpx.get(base + "/v1/models").status_code == 200
 
 
+def test_is_disconnected_tells_the_agent_its_client_left(serve: Any) -> None:
+    """``await request.raw_request.is_disconnected()`` (Starlette's name, which ported agents
+    call): False while the client is there, True in the agent's own handling of the stop the
+    disconnect brought."""
+    seen: list[bool] = []
+    done = threading.Event()
+
+    async def agent(request: AgentRequest) -> str:
+        raw = request.raw_request
+        seen.append(await raw.is_disconnected())
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            seen.append(await raw.is_disconnected())
+            raise
+        finally:
+            done.set()
+        return "never"
+
+    with serve(AgentRunServer(agent)) as base:
+        sock = connect(base)
+        send_json(sock, "/v1/chat/completions", CHAT)
+        assert wait_for(lambda: len(seen) == 1, 5)
+        time.sleep(0.1)  # past the guard's first sweep: the watcher reads receive
+        sock.close()
+        assert done.wait(5), "the agent was not stopped"
+    assert seen == [False, True]
+
+
 def test_disconnect_cancels_agent_of_an_app_served_by_two_loops(serve: Any) -> None:
     """One server object behind two uvicorn servers, each in a thread with its event loop: a
     request on either one still has its disconnect seen. The loops used to take the one sweep

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import ipaddress
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from functools import lru_cache
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -371,6 +371,15 @@ class Request:
     def client(self) -> Address | None:
         client = self.scope.get("client")
         return Address(client[0], client[1]) if client else None
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The body in chunks, as Starlette's ``stream()``: here one chunk, the whole body read
+        under the size limit (and kept for :meth:`body`), since the run guard watches
+        ``receive`` once the body is in."""
+        body = await self.body()
+        if body:
+            yield body
+        yield b""
 
     async def is_disconnected(self) -> bool:
         """Whether the server has seen the client leave (Starlette's name, for agents ported

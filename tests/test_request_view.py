@@ -203,6 +203,23 @@ def test_body_and_json_match_starlette(body: bytes, pieces: int) -> None:
     assert ours == theirs
 
 
+@given(st.sampled_from(BODIES), st.integers(1, 4))
+@SETTINGS
+def test_stream_gives_the_body_as_starlette_s_does(body: bytes, pieces: int) -> None:
+    """``stream()`` ends with an empty chunk, as Starlette's; ours comes in one piece (read
+    whole under the size limit), so the chunks joined are what is compared, and the last."""
+    chunks = [body[i : i + pieces] for i in range(0, len(body), pieces)]
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
+
+    async def read(request: Any) -> tuple[bytes, bytes]:
+        got = [chunk async for chunk in request.stream()]
+        return b"".join(got), got[-1]
+
+    ours = asyncio.run(read(Request(scope, receive_of(list(chunks)))))
+    theirs = asyncio.run(read(StarletteRequest(scope, receive_of(list(chunks)))))
+    assert ours == theirs
+
+
 @pytest.mark.parametrize("body", [b"{bad", b"", b"[1] x", b"\xff", b'{"a": 1,}'])
 @pytest.mark.parametrize("caught", [json.JSONDecodeError, ValueError])
 def test_invalid_json_is_caught_as_starlette_s_is(body: bytes, caught: type[Exception]) -> None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -211,7 +212,10 @@ class Lifecycle:
     other event loops, by the request itself); the dispatcher adds and removes entries.
     """
 
-    __slots__ = ("_idle", "_waiting", "closing", "fresh", "grace", "runs", "sweeping", "timeout")
+    __slots__ = (
+        "_idle", "_waiting", "closing", "fresh", "grace", "not_started", "runs", "sweeping",
+        "timeout",
+    )  # fmt: skip
 
     def __init__(self, grace: float, timeout: float | None = None) -> None:
         self.grace = grace
@@ -227,6 +231,10 @@ class Lifecycle:
         #: Tasks in flight at the last sweep still waiting for a watcher.
         self._waiting: list[asyncio.Task[Any]] = []
         self._idle: anyio.Event | None = None
+        #: Called once when requests arrive and startup has not run (the server's warning that
+        #: its hooks never ran); None once told, or once started. Looked at when a sweep is
+        #: armed, not per request.
+        self.not_started: Callable[[], None] | None = None
 
     def run_of(self, key: Any, request: Request) -> Run:
         """The request's ``Run``, made now if it has none."""
@@ -245,6 +253,9 @@ class Lifecycle:
             return
         self.sweeping = loop
         loop.call_later(WATCH_DELAY, self._sweep, loop)
+        if self.not_started is not None:
+            tell, self.not_started = self.not_started, None
+            tell()
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         """Watch the requests that lived through a whole period; O(requests that arrived)."""
@@ -301,6 +312,7 @@ class Lifecycle:
     def reopen(self) -> None:
         """Serve again (a startup after a shutdown, as when one app object is served twice)."""
         self._drop_orphans()
+        self.not_started = None
         self.closing = False
         self._idle = None
         self.sweeping = None

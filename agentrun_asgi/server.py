@@ -231,6 +231,8 @@ class AgentRunServer:
         if request_timeout is not None and request_timeout <= 0:
             raise ValueError(f"request_timeout must be positive, got {request_timeout!r}")
         self.lifecycle = Lifecycle(shutdown_grace, request_timeout)
+        if self.on_startup or self.lifespan is not None:
+            self.lifecycle.not_started = self._warn_not_started
         self._stop_signal = StopSignal(self.lifecycle.begin_shutdown)
         self.api_keys = list(
             api_keys_from_env() if api_keys is None else _str_list("api_keys", api_keys)
@@ -422,6 +424,13 @@ class AgentRunServer:
             # after another) the heap holds stopped servers not yet collected, frozen for good.
             _heap_frozen = True
             gc.freeze()
+
+    def _warn_not_started(self) -> None:
+        logger.warning(
+            "serving requests, but startup never ran: on_startup hooks and lifespan have not "
+            "run (a host app that mounts this server must call `await server.startup()` and "
+            "`await server.shutdown()` from its own lifespan; README, \"Mounted in another app\")"
+        )
 
     def begin_shutdown(self) -> None:
         """Refuse new requests (503) and give runs in flight ``shutdown_grace`` seconds more.

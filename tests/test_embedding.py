@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -87,6 +90,37 @@ def test_starlette_mount(serve: Any) -> None:
         assert log == ["up"]
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert log == ["up", "down"]
+
+
+def test_a_mount_whose_host_never_starts_the_server_is_told_once(
+    serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mounted with no call to ``server.startup()`` from the host's lifespan, the server's
+    hooks never run: said once in the log, when requests arrive (not per request), and not
+    at all when the host starts it or the server has no hooks to miss."""
+    ran: list[str] = []
+    missed = full_server(on_startup=[lambda: ran.append("up")])
+    hookless = full_server()
+    started = full_server(on_startup=[lambda: ran.append("up")])
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await started.startup()
+        yield
+        await started.shutdown()
+
+    app = Starlette(routes=[Mount("/missed", app=missed), Mount("/hookless", app=hookless),
+                            Mount("/started", app=started)], lifespan=lifespan)  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="agentrun_asgi")
+    with serve(app, lifespan="on") as base:
+        for _ in range(3):
+            for mount in ("missed", "hookless", "started"):
+                r = httpx.post(f"{base}/{mount}/v1/chat/completions", json={"messages": USER})
+                assert r.status_code == 200
+            time.sleep(0.05)  # the sweep disarms between them: armed again on the next
+    told = [r for r in caplog.records if "startup never ran" in r.getMessage()]
+    assert len(told) == 1, [r.getMessage() for r in caplog.records]
+    assert ran == ["up"]  # only the started one's hook
 
 
 def test_fastapi_mount_of_the_bare_server(serve: Any) -> None:

@@ -92,13 +92,16 @@ def _as_error(exc: BaseException) -> Exception:
 def agent_error(exc: BaseException, request: Request | None) -> Exception | None:
     """What an agent raised on the event loop, as an error of its run; None if it stops the run.
 
-    A ``CancelledError`` that nobody sent is the agent's own: the guard did not stop the run,
-    and the task has no cancellation pending (the agent awaited something cancelled elsewhere).
-    Taken for a stop, it was answered "shutting down" (a 503 the OpenAI clients retry). Before
-    Python 3.11 a task does not count its cancellations: every one is a stop. ``SystemExit`` and
-    ``KeyboardInterrupt`` stay the process's (unlike in a worker thread, see :func:`_as_error`):
-    on the loop's thread a signal handler raises them in whatever code runs, the agent's too.
+    An ``Exception`` is the run's error as it is. A ``CancelledError`` that nobody sent is the
+    agent's own: the guard did not stop the run, and the task has no cancellation pending (the
+    agent awaited something cancelled elsewhere). Taken for a stop, it was answered "shutting
+    down" (a 503 the OpenAI clients retry). Before Python 3.11 a task does not count its
+    cancellations: every one is a stop. ``SystemExit`` and ``KeyboardInterrupt`` stay the
+    process's (unlike in a worker thread, see :func:`_as_error`): on the loop's thread a signal
+    handler raises them in whatever code runs, the agent's too.
     """
+    if isinstance(exc, Exception):
+        return exc
     if not isinstance(exc, asyncio.CancelledError):
         return None
     run = getattr(request, "run", None)
@@ -429,8 +432,9 @@ class Invoker:
                     for item in expand(value):
                         yield item
         except BaseException as exc:
-            error = None if isinstance(exc, Exception) else agent_error(exc, request.raw_request)
-            if error is None:
+            error = agent_error(exc, request.raw_request)
+            if error is None or error is exc:
+                error = None  # it would hold its own traceback's frame: a cycle
                 raise
             try:
                 raise error from exc

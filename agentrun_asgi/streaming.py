@@ -101,7 +101,7 @@ async def run_stream(
             try:
                 events = await events
             except BaseException as exc:
-                error = exc if isinstance(exc, Exception) else agent_error(exc, request)
+                error = agent_error(exc, request)
                 if error is None:
                     raise
                 try:
@@ -305,7 +305,7 @@ async def _pump(
     except _SendFailed:
         raise
     except BaseException as exc:
-        error = exc if isinstance(exc, Exception) else agent_error(exc, request)
+        error = agent_error(exc, request)
         if error is None:
             raise
         try:

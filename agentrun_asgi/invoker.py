@@ -212,15 +212,38 @@ class _SyncStepper:
         return None
 
 
+#: What an OpenAI assistant message (``message.model_dump()``) has beyond AgentResponse's fields.
+#: An agent that relays another OpenAI-compatible API returns such a dict; these keys are taken
+#: when they add nothing an AgentResponse cannot say (None, empty, ``role: "assistant"``).
+_MESSAGE_ONLY = ("role", "refusal", "annotations", "audio", "function_call")
+
+
 def _from_dict(value: dict[str, Any]) -> AgentResponse:
     try:
         return AgentResponse(**value)
     except TypeError:
+        pass
+    fields = {key: item for key, item in value.items() if key not in _MESSAGE_ONLY}
+    role = value.get("role", "assistant")
+    if role != "assistant":
         raise AgentOutputError(
-            "agent returned a dict with unknown keys "
-            f"{sorted(set(value) - set(AgentResponse.__slots__))}; expected AgentResponse fields"
-            " (content, reasoning_content, tool_calls, usage, finish_reason, events)"
-        ) from None
+            f"agent returned a message dict with role {role!r}; an answer is the assistant's"
+        )
+    unsupported = [key for key in ("annotations", "audio", "function_call") if value.get(key)]
+    refusal = value.get("refusal")
+    if refusal:
+        if fields.get("content"):
+            unsupported.append("refusal")
+        else:
+            fields["content"] = refusal  # the model's refusal is the text its client shows
+    unknown = sorted(set(fields) - set(AgentResponse.__slots__)) + unsupported
+    if unknown:
+        raise AgentOutputError(
+            f"agent returned a dict with unknown keys {unknown}; expected AgentResponse fields"
+            " (content, reasoning_content, tool_calls, usage, finish_reason, events) or an"
+            " OpenAI assistant message"
+        )
+    return AgentResponse(**fields)
 
 
 def expand(item: Any) -> list[StreamItem]:

@@ -209,6 +209,39 @@ async def test_dict_with_unknown_keys_is_a_clear_error() -> None:
 
 
 @pytest.mark.anyio
+async def test_openai_assistant_message_dict_is_an_answer() -> None:
+    """``completion.choices[0].message.model_dump()``, what a relaying agent has at hand."""
+    from openai.types.chat import ChatCompletionMessage
+
+    message = ChatCompletionMessage(role="assistant", content="hi", tool_calls=[
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}])
+    for dumped in (message.model_dump(), message.model_dump(exclude_none=True)):
+        items = await collect(lambda r, dumped=dumped: dumped)
+        assert [(i.event, i.data) for i in items] == [
+            (EventType.TEXT, {"delta": "hi"}),
+            (EventType.TOOL_CALL, {"id": "c1", "name": "f", "args": "{}"}),
+        ]
+    refused = ChatCompletionMessage(role="assistant", content=None, refusal="I can't.")
+    items = await collect(lambda r: refused.model_dump())
+    assert [(i.event, i.data) for i in items] == [(EventType.TEXT, {"delta": "I can't."})]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("value", "error"), [
+    ({"role": "user", "content": "hi"}, "role 'user'"),
+    ({"role": "assistant", "content": "hi", "audio": {"id": "a"}}, r"\['audio'\]"),
+    ({"role": "assistant", "content": "hi", "refusal": "no"}, r"\['refusal'\]"),
+    ({"role": "assistant", "content": "hi", "text": "x"}, r"\['text'\]"),
+])  # fmt: skip
+async def test_message_dict_that_says_more_than_an_answer_is_a_clear_error(
+    value: dict[str, Any], error: str
+) -> None:
+    """What an AgentResponse cannot carry is refused by name, never dropped unseen."""
+    with pytest.raises(AgentOutputError, match=error):
+        await collect(lambda r: value)
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("value", [42, 4.5, object(), b"bytes"])
 async def test_unsupported_return_is_a_clear_error(value: Any) -> None:
     with pytest.raises(AgentOutputError, match="unsupported value of type"):

@@ -834,6 +834,13 @@ SHAPES: dict[str, tuple[Any, Any]] = {
     "dict of AgentResponse fields, async": (_async_fn(
         {"content": "Hello", "reasoning_content": "why", "tool_calls": _CALLS,
          "usage": {"input_tokens": 4, "output_tokens": 6}, "finish_reason": "tool_calls"}), _WHOLE),
+    # What an agent relaying another OpenAI-compatible API returns: ``message.model_dump()``.
+    "OpenAI assistant message dict": (_async_fn(
+        {"content": "Hello", "refusal": None, "role": "assistant", "annotations": None,
+         "audio": None, "function_call": None, "reasoning_content": "why",
+         "tool_calls": [{"id": "call_b", "type": "function",
+                         "function": {"name": "g", "arguments": '{"y":2}'}}]}),
+        ("Hello", "why", [("call_b", "g", '{"y":2}')], None, "tool_calls")),
     "list mixing str and events": (lambda r: fresh(_MIXED),
                                    ("Hello!", "hm", [("call_a", "f", '{"x":1}')], (4, 6, 10),
                                     "tool_calls")),

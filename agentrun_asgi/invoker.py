@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
-from .models import AgentEvent, AgentRequest, AgentResponse, EventType
+from .models import AgentEvent, AgentRequest, AgentResponse, EventType, text_of
 
 if TYPE_CHECKING:
     from .requests import Request
@@ -473,5 +473,5 @@ def event_text(item: StreamItem) -> str | None:
     if type(item) is str:
         return item
     if isinstance(item, AgentEvent) and item.event == EventType.TEXT:
-        return str(item.data.get("delta") or "")
+        return text_of(item.data.get("delta") or "")
     return None

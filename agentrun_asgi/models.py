@@ -218,10 +218,11 @@ class AgentResponse:
         return out
 
 
-def arguments_text(value: Any) -> str:
-    """A call's arguments (or a fragment of them) as the JSON text the wire carries: a string
-    as is, ``None`` as no arguments (OpenAI's deltas send ``"arguments": null`` so; encoding it
-    would put the text ``null`` into the call's JSON), anything else JSON-encoded."""
+def text_of(value: Any) -> str:
+    """A value the wire carries as text (a call's arguments or a fragment of them, a text or
+    reasoning delta, a tool's result): a string as is, ``None`` as no text (OpenAI's deltas send
+    ``"arguments": null`` so; encoding it would put the text ``null`` into the call's JSON),
+    anything else as its JSON, the same on every protocol."""
     if isinstance(value, str):
         return value
     return "" if value is None else orjson.dumps(value).decode()
@@ -248,4 +249,4 @@ def _tool_call_data(call: ToolCall | dict[str, Any]) -> dict[str, Any]:
         raise TypeError(
             f"AgentResponse.tool_calls items must be ToolCall or dict, not {type(call).__name__}"
         )
-    return {"id": call_id, "name": name, "args": arguments_text(args)}
+    return {"id": call_id, "name": name, "args": text_of(args)}

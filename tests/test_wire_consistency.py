@@ -841,6 +841,12 @@ SHAPES: dict[str, tuple[Any, Any]] = {
          "tool_calls": [{"id": "call_b", "type": "function",
                          "function": {"name": "g", "arguments": '{"y":2}'}}]}),
         ("Hello", "why", [("call_b", "g", '{"y":2}')], None, "tool_calls")),
+    # A delta is text; anything else goes out as its JSON on every protocol, not str() on some.
+    "deltas that are not text": (_async_gen([
+        E(T.REASONING, {"delta": 3}), E(T.TEXT, {"delta": {"a": [1]}}),
+        E(T.TEXT, {"delta": True}, {"timestamp": 1}),
+        E(T.REASONING, {"delta": [2]}, {"timestamp": 1})]),
+        ('{"a":[1]}true', "3[2]", [], None, "stop")),
     "list mixing str and events": (lambda r: fresh(_MIXED),
                                    ("Hello!", "hm", [("call_a", "f", '{"x":1}')], (4, 6, 10),
                                     "tool_calls")),

@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 
 from ..ids import new_id
-from ..models import AgentEvent, EventType, arguments_text
+from ..models import AgentEvent, EventType, text_of
 from ..requests import Request
 from ..responses import sends_request_id
 from ..routing import Route
@@ -77,10 +77,6 @@ def _frame(payload: dict[str, Any], addition: dict[str, Any] | None = None) -> b
     if addition:
         payload.update(addition)
     return b"data: " + _dumps(payload) + b"\n\n"
-
-
-def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else _dumps(value).decode()
 
 
 _USAGE_INTS = (
@@ -308,7 +304,7 @@ class AGUIStreamEncoder:
         # TEXT_MESSAGE_CONTENT.delta: empty deltas are skipped (older clients reject them).
         if not delta or self._state == _FINISHED:
             return b""
-        delta = _as_text(delta)
+        delta = text_of(delta)
         out = self._enter(_TEXT)
         if addition:
             content = {"type": "TEXT_MESSAGE_CONTENT", "messageId": self._text_id, "delta": delta}
@@ -333,7 +329,7 @@ class AGUIStreamEncoder:
             delta = data.get("delta")
             if not delta:
                 return b""
-            delta = _as_text(delta)
+            delta = text_of(delta)
             out = self._enter(_REASONING)
             if ev.addition:
                 return out + _frame({"type": "REASONING_MESSAGE_CONTENT",
@@ -346,13 +342,13 @@ class AGUIStreamEncoder:
             return self._tool_call(data.get("id"), data.get("name"), args, whole, ev.addition)
         if kind == EventType.TOOL_RESULT_CHUNK:
             call_id = str(data.get("id") or self._last_call or "")
-            part = _as_text(data.get("delta") or "")
+            part = text_of(data.get("delta") or "")
             out = self._close_call(call_id)
             self._result_parts.setdefault(call_id, []).append(part)
             return out
         if kind == EventType.TOOL_RESULT:
             content = data["result"] if "result" in data else data.get("content")
-            text = "" if content is None else _as_text(content)
+            text = text_of(content)
             return self._tool_result(str(data.get("id") or self._last_call or ""), text,
                                      ev.addition, data.get("name"))  # fmt: skip
         if kind == EventType.STATE:
@@ -391,7 +387,7 @@ class AGUIStreamEncoder:
 
     def _tool_call(self, call_id: Any, name: Any, args: Any, whole: bool,
                    addition: dict[str, Any] | None) -> bytes:  # fmt: skip
-        args = arguments_text(args)  # an empty dict is "{}", as on the OpenAI protocols
+        args = text_of(args)  # an empty dict is "{}", as on the OpenAI protocols
         if call_id:
             call_id = str(call_id)
         elif not whole and self._last_call in self._calls:
@@ -490,7 +486,7 @@ def _interrupt(data: dict[str, Any]) -> dict[str, Any]:
         "reason": str(data.get("type") or "input_required"),
     }
     if data.get("prompt") is not None:
-        interrupt["message"] = _as_text(data["prompt"])
+        interrupt["message"] = text_of(data["prompt"])
     if data.get("tool_call_id") is not None:
         interrupt["toolCallId"] = str(data["tool_call_id"])
     if isinstance(data.get("schema"), dict):

@@ -19,7 +19,7 @@ from ..errors import NO_RETRY, ProtocolError
 from ..guard import raise_if_stopped
 from ..ids import new_id
 from ..invoker import aclose, agent_error, expand
-from ..models import AgentEvent, EventType, arguments_text
+from ..models import AgentEvent, EventType, text_of
 from ..requests import Request
 from ..responses import JSON_HEADERS, send_bytes, send_error, sends_request_id
 from ..routing import Route
@@ -151,11 +151,11 @@ class ChatStreamEncoder:
             if not delta:
                 return b""
             if ev.addition is None:
-                return self.encode(str(delta))
-            return self._delta({"content": delta}, ev.addition)
+                return self.encode(delta if type(delta) is str else text_of(delta))
+            return self._delta({"content": text_of(delta)}, ev.addition)
         if kind == EventType.REASONING:
             delta = data.get("delta")
-            return self._delta({"reasoning_content": delta}, ev.addition) if delta else b""
+            return self._delta({"reasoning_content": text_of(delta)}, ev.addition) if delta else b""
         if kind == EventType.TOOL_CALL:
             args = data.get("args", "")
             return self._tool_call(data.get("id"), data.get("name"), args, ev.addition, True)
@@ -176,7 +176,7 @@ class ChatStreamEncoder:
         self, call_id: Any, name: Any, args: Any, addition: dict[str, Any] | None,
         whole: bool = False,
     ) -> bytes:  # fmt: skip
-        args = arguments_text(args)
+        args = text_of(args)
         call_id = self._last_call = tool_call_id(call_id, self._last_call, whole)
         index = self._tools.get(call_id)
         out = b""
@@ -257,11 +257,11 @@ class ChatCompletionCollector:
             self.finish_reason = data["finish_reason"]
         kind = ev.event
         if kind == EventType.TEXT:
-            self.content.append(str(data.get("delta") or ""))
+            self.content.append(text_of(data.get("delta") or ""))
         elif kind == EventType.REASONING:
-            self.reasoning.append(str(data.get("delta") or ""))
+            self.reasoning.append(text_of(data.get("delta") or ""))
         elif kind == EventType.TOOL_CALL or kind == EventType.TOOL_CALL_CHUNK:
-            args = arguments_text(data.get("args" if kind == EventType.TOOL_CALL else "args_delta"))
+            args = text_of(data.get("args" if kind == EventType.TOOL_CALL else "args_delta"))
             whole = kind == EventType.TOOL_CALL
             call_id = self._last_call = tool_call_id(data.get("id"), self._last_call, whole)
             call = self.tool_calls.get(call_id)

@@ -41,7 +41,7 @@ import orjson
 from ..errors import NO_RETRY, ProtocolError
 from ..guard import raise_if_stopped
 from ..ids import new_id
-from ..models import AgentEvent, EventType, arguments_text
+from ..models import AgentEvent, EventType, text_of
 from ..requests import Request
 from ..responses import JSON_HEADERS, send_bytes, send_error, sends_request_id
 from ..routing import Route
@@ -231,11 +231,11 @@ class ResponseCollector:
             delta = data.get("delta")
             if delta:
                 self._switch("message" if kind == EventType.TEXT else "reasoning")
-                self._parts.append(str(delta))
+                self._parts.append(text_of(delta))
         elif kind == EventType.TOOL_CALL or kind == EventType.TOOL_CALL_CHUNK:
             self._switch(None)
             whole = kind == EventType.TOOL_CALL
-            args = arguments_text(data.get("args" if whole else "args_delta"))
+            args = text_of(data.get("args" if whole else "args_delta"))
             call_id = self._last_call = tool_call_id(data.get("id"), self._last_call, whole)
             if call_id in self._closed:
                 return  # dropped, as the stream must (its item is done there)
@@ -442,7 +442,7 @@ class ResponsesStreamEncoder:
             delta = data.get("delta")
             if not delta:
                 return b""
-            delta = str(delta)
+            delta = text_of(delta)
             state = _MESSAGE if kind == EventType.TEXT else _REASONING
             out = self._open_item(state) if self._state != state else b""
             self._parts.append(delta)
@@ -452,7 +452,7 @@ class ResponsesStreamEncoder:
         if kind == EventType.TOOL_CALL or kind == EventType.TOOL_CALL_CHUNK:
             whole = kind == EventType.TOOL_CALL
             call_id = self._last_call = tool_call_id(data.get("id"), self._last_call, whole)
-            args = arguments_text(data.get("args" if whole else "args_delta"))
+            args = text_of(data.get("args" if whole else "args_delta"))
             return self._call_args(call_id, data.get("name"), args, whole)
         if kind == EventType.TOOL_RESULT:
             # A call with a result has all its arguments: its item is done now, not at the end.

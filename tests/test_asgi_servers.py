@@ -322,17 +322,31 @@ def granian_args(port: int, *extra: str) -> list[str]:
             "--log-level", "warning", *extra, ENDLESS]  # fmt: skip
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_granian_stop_ends_requests_in_flight_after_the_grace(loop: str, tmp_path: Path) -> None:
+#: How granian is stopped: by a deploy (SIGTERM), by Docker's ``STOPSIGNAL SIGINT`` (to the main
+#: process), by Ctrl+C (SIGINT to the whole process group, workers included).
+_GRANIAN_STOPS: dict[str, Any] = {
+    "SIGTERM": lambda proc: proc.send_signal(signal.SIGTERM),
+    "SIGINT": lambda proc: proc.send_signal(signal.SIGINT),
+    "Ctrl+C": lambda proc: os.killpg(proc.pid, signal.SIGINT),
+}
+
+
+@pytest.mark.parametrize(("loop", "stop"), [
+    ("asyncio", "SIGTERM"), ("uvloop", "SIGTERM"), ("uvloop", "SIGINT"), ("uvloop", "Ctrl+C"),
+])  # fmt: skip
+def test_granian_stop_ends_requests_in_flight_after_the_grace(
+    loop: str, stop: str, tmp_path: Path
+) -> None:
     """SIGTERM to granian: the app begins its shutdown at once (its SIGTERM handler runs
     before granian's), so streams get ``shutdown_grace`` and their error frame, a JSON request
     a 503; granian's drain then ends, the hooks run and granian exits 0. Before, granian told
     the app only after its drain, which a stream held up until it ended or until
-    ``--workers-kill-timeout`` (the backstop here) killed the worker: cut, no hooks."""
+    ``--workers-kill-timeout`` (the backstop here) killed the worker: cut, no hooks. SIGINT
+    comes to the same: granian's main process answers it with a SIGTERM to each worker."""
     _needs("granian", loop)
     marks = tmp_path / "marks"
     port = free_port()
     args = granian_args(port, "--loop", loop, "--workers-kill-timeout", "10")
-    got = stop_in_flight(args, port, marks, lambda proc: proc.send_signal(signal.SIGTERM))
+    got = stop_in_flight(args, port, marks, _GRANIAN_STOPS[stop])
     assert_stopped_whole(got, marks)
     assert got.code == 0 and "Killing" not in got.output, got.output

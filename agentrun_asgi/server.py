@@ -231,7 +231,8 @@ class AgentRunServer:
         if request_timeout is not None and request_timeout <= 0:
             raise ValueError(f"request_timeout must be positive, got {request_timeout!r}")
         self.lifecycle = Lifecycle(shutdown_grace, request_timeout)
-        if self.on_startup or self.lifespan is not None:
+        if self.on_startup or self.on_shutdown or self.lifespan is not None:
+            # Unstarted, a host app will not shut it down either: on_shutdown hooks are missed too.
             self.lifecycle.not_started = self._warn_not_started
         self._stop_signal = StopSignal(self.lifecycle.begin_shutdown)
         self.api_keys = list(
@@ -428,8 +429,9 @@ class AgentRunServer:
     def _warn_not_started(self) -> None:
         logger.warning(
             "serving requests, but startup never ran: on_startup hooks and lifespan have not "
-            "run (a host app that mounts this server must call `await server.startup()` and "
-            "`await server.shutdown()` from its own lifespan; README, \"Mounted in another app\")"
+            "run, and on_shutdown hooks will not (a host app that mounts this server must call "
+            "`await server.startup()` and `await server.shutdown()` from its own lifespan; "
+            "README, \"Mounted in another app\")"
         )
 
     def begin_shutdown(self) -> None:

@@ -123,6 +123,21 @@ def test_a_mount_whose_host_never_starts_the_server_is_told_once(
     assert ran == ["up"]  # only the started one's hook
 
 
+def test_a_mount_with_only_shutdown_hooks_is_told_too(
+    serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server with on_shutdown hooks alone, mounted with no startup from the host, will never
+    run them either: told, as one with startup hooks is (the README promises it of hooks)."""
+    missed = full_server(on_shutdown=[lambda: None])
+    app = Starlette(routes=[Mount("/missed", app=missed)])
+    caplog.set_level(logging.WARNING, logger="agentrun_asgi")
+    with serve(app, lifespan="on") as base:
+        r = httpx.post(f"{base}/missed/v1/chat/completions", json={"messages": USER})
+        assert r.status_code == 200
+    told = [r for r in caplog.records if "startup never ran" in r.getMessage()]
+    assert len(told) == 1, [r.getMessage() for r in caplog.records]
+
+
 def test_fastapi_mount_of_the_bare_server(serve: Any) -> None:
     server = full_server()
     app = FastAPI()

@@ -195,3 +195,18 @@ def test_run_gunicorn_script() -> None:
         chunks = list(oai.chat.completions.create(model="m", messages=user, stream=True))
     assert answers == {"Hello from agent_app: hi"}
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello from agent_app: hi"
+
+
+def test_ray_serve_example_builds_its_app_and_its_replicas_server(serve: Any) -> None:
+    """``examples/ray_serve.py`` without a cluster: the module builds its bound Serve app, and
+    the server ``build_server`` makes on each replica streams its answer (Serve itself, with
+    replicas and its proxy, is tests/test_ray_serve.py's, in the slow group)."""
+    pytest.importorskip("ray.serve", reason="ray[serve] is not installed (pip install '.[ray]')")
+    example = load("ray_serve")
+    assert type(example.app).__name__ == "Application"  # what serve.run() takes
+    with serve(example.build_server()) as base:
+        user: Any = [{"role": "user", "content": "hi"}]
+        chunks = list(client(base).chat.completions.create(model="m", messages=user, stream=True))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
+    assert "".join(pieces) == f"Replica {os.getpid()} heard: hi "
+    assert len(pieces) == 4  # one chunk per word: streamed, not buffered

@@ -154,6 +154,7 @@ def test_openai_stream_renders_reasoning_tool_call_and_text(serve: Any, open_pag
 
     (url1, body1), (url2, body2) = ui.posts
     assert url1 == url2 == base + "/v1/chat/completions"
+    assert "model" not in body1  # the agent sees the server's default model, not a fixed name
     assert body1["stream"] is True and body1["messages"] == [
         {"role": "user", "content": "Hello\nthere"}
     ]

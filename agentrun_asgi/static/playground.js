@@ -544,10 +544,8 @@
       if (resume) body.resume = resume;
       return body;
     }
-    return {
-      model: "agentrun", stream: true, stream_options: { include_usage: true },
-      messages: openaiMessages(),
-    };
+    // No model: the server fills in its own default (OpenAIProtocolHandler(models=[...])).
+    return { stream: true, stream_options: { include_usage: true }, messages: openaiMessages() };
   }
 
   // -- running -------------------------------------------------------------------------------

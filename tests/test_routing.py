@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from agentrun_asgi import AgentRunServer, OpenAIProtocolHandler, ProtocolHandler, Request, Route
@@ -316,6 +317,27 @@ def test_prefix_override_served(serve: Any) -> None:
         old = httpx.post(base + "/v1/chat/completions", json=body)
         assert old.status_code == 404
         assert old.json()["error"]["code"] == "not_found"
+        # One base_url for the official client: the Responses API moved with Chat Completions.
+        oai = openai.OpenAI(base_url=base + "/api/v1", api_key="k", max_retries=0)
+        assert oai.responses.create(model="m", input="hi").output_text == "moved"
+        assert httpx.post(base + "/v1/responses", json={"input": "hi"}).status_code == 404
+
+
+def test_responses_api_follows_the_chat_prefix_unless_given_its_own() -> None:
+    from agentrun_asgi.protocols.responses import OpenAIResponsesProtocolHandler as Responses
+
+    def paths(**overrides: str) -> set[str]:
+        server = AgentRunServer(lambda r: "x", playground=False, health_path=None,
+                                prefix_overrides=overrides)  # fmt: skip
+        return {p for p in _paths(server) if p.endswith(("/responses", "/chat/completions"))}
+
+    assert paths() == {"/v1/chat/completions", "/v1/responses"}
+    assert paths(OpenAIProtocolHandler="/api/v1") == {
+        "/api/v1/chat/completions", "/api/v1/responses"}
+    assert paths(OpenAIProtocolHandler="/a", OpenAIResponsesProtocolHandler="/b") == {
+        "/a/chat/completions", "/b/responses"}
+    alone = AgentRunServer(lambda r: "x", protocols=[Responses()], playground=False)
+    assert "/v1/responses" in _paths(alone)
 
 
 @pytest.mark.parametrize("prefix, path, expected", [

@@ -496,7 +496,9 @@ class ResponsesStreamEncoder:
 
 
 class OpenAIResponsesProtocolHandler(ProtocolHandler):
-    """The Responses API at ``/v1/responses`` (next to Chat Completions' ``/v1`` routes)."""
+    """The Responses API at ``/v1/responses``, beside Chat Completions' routes: under the same
+    prefix as the server's ``OpenAIProtocolHandler`` (``prefix_overrides`` for that one moves
+    both, as an OpenAI client's one ``base_url`` expects), unless given one of its own."""
 
     name = "responses"
 
@@ -506,15 +508,17 @@ class OpenAIResponsesProtocolHandler(ProtocolHandler):
         #: APIs name a model that ``GET /v1/models`` lists; set by each server it is bound to.
         self._model = default_model
         self.default_model = default_model or DEFAULT_MODEL
+        self._prefix = "/v1"
 
     def bind(self, server: AgentRunServer) -> None:
         super().bind(server)
+        chat = next((h for h in server.protocols if isinstance(h, OpenAIProtocolHandler)), None)
         if self._model is None:
-            chat = next((h for h in server.protocols if isinstance(h, OpenAIProtocolHandler)), None)
             self.default_model = DEFAULT_MODEL if chat is None else chat.default_model
+        self._prefix = "/v1" if chat is None else server.prefix_for(chat)
 
     def get_prefix(self) -> str | None:
-        return "/v1"
+        return self._prefix
 
     def routes(self) -> Sequence[Route]:
         return (Route("/responses", self.create_response, ("POST",), "openai.responses"),)

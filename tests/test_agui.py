@@ -236,6 +236,34 @@ def test_reopened_tool_call_repeats_its_name_and_parent() -> None:
                               "parentMessageId": events[1]["messageId"]}  # fmt: skip
 
 
+def test_id_less_chunk_after_text_continues_its_call_as_on_openai(serve: Any) -> None:
+    """A chunk without an id continues the last call even when text closed it meanwhile: it
+    was split in two (``{"q": `` under ``search``, then a nameless made-up call with the rest),
+    so the official JS client held two broken calls where Chat Completions has one."""
+
+    async def agent(request: AgentRequest) -> AsyncIterator[Any]:
+        yield E(T.TOOL_CALL_CHUNK, {"id": "call_i", "name": "search", "args_delta": '{"q": '})
+        yield "while "
+        yield E(T.TOOL_CALL_CHUNK, {"args_delta": '"cats"}'})
+        yield E(T.REASONING, {"delta": "hm"})
+        yield E(T.TOOL_CALL_CHUNK, {"id": None, "args_delta": " "})
+
+    with serve(AgentRunServer(agent)) as base:
+        events = post_run(base, user("go"))
+        chat = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=10)
+        completion = chat.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "go"}]
+        )
+    message = completion.choices[0].message
+    assert client_arguments(events) == {"call_i": '{"q": "cats"} '}
+    assert {(e["toolCallId"], e["toolCallName"]) for e in of_type(events, "TOOL_CALL_START")} == {
+        ("call_i", "search")
+    }
+    assert [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or ()] == [
+        ("call_i", "search", '{"q": "cats"} ')
+    ]
+
+
 def test_streamed_call_named_after_its_first_chunk_keeps_its_name() -> None:
     """1.0 names a call on its TOOL_CALL_START, and the client never renames an open call: a
     call streamed without a name is held until a chunk brings it (as OpenAI's client appends a

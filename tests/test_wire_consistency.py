@@ -38,12 +38,11 @@ Checks:
   TOOL_RESULT), while Chat appends them to the call. Responses is compared with Chat only for
   runs that never touch a call after it is done. ``finish_reason`` shows as the status
   (``length``/``content_filter`` -> ``incomplete``); usage has Responses' shape.
-- AG-UI: an id-less chunk continues "the last call if it is still open" (README "Events"), and a
-  result for a call never announced makes up its START/ARGS/END (agui.py docstring); a call
-  started without a name keeps "" (1.0 names a call on START only, and a reopened call repeats
-  its first START). AG-UI is compared with Chat on tool calls only for runs where none of these
-  applies; text and reasoning always. AG-UI has no place for ``finish_reason``; its calls are
-  compared as a set (a call held for its name starts after a named one that came later).
+- AG-UI: a result for a call never announced makes up its START/ARGS/END (agui.py docstring);
+  a call started without a name keeps "" (1.0 names a call on START only, and a reopened call
+  repeats its first START). AG-UI is compared with Chat on tool calls only for runs where none
+  of these applies; text and reasoning always. AG-UI has no place for ``finish_reason``; its
+  calls are compared as a set (a call held for its name starts after a named one that came later).
 """
 
 from __future__ import annotations
@@ -455,14 +454,12 @@ def agui_run(items: list[Any]) -> list[dict[str, Any]]:
 
 def agui_portable(items: list[Any]) -> bool:
     """Whether AG-UI's tool calls must be Chat's for this run: no documented AG-UI rule applies
-    (an id-less chunk when the last call is no longer open, a result for a call never
-    announced, a name given after the call started unnamed). A small model of the encoder's
-    call states."""
+    (a result for a call never announced, a name given after the call started unnamed). A small
+    model of the encoder's call states; an id-less chunk continues the last call on both."""
     open_: set[str] = set()
     started: dict[str, str | None] = {}  # call id -> the name it started with (None: held)
     pending: set[str] = set()  # result chunks waiting for their result
     agui_last: str | None = None
-    chat_last: str | None = None
     made_up = 0
 
     def close(call_id: str) -> None:
@@ -485,15 +482,12 @@ def agui_portable(items: list[Any]) -> bool:
             whole = item.event == T.TOOL_CALL
             given_id = data.get("id")
             if given_id:
-                agui_id = chat_id = str(given_id)
+                agui_id = str(given_id)
             else:
-                agui_id = agui_last if not whole and agui_last in open_ else None
-                chat_id = chat_last if not whole else None
-                if agui_id != chat_id:
-                    return False
+                agui_id = agui_last if not whole else None
                 if agui_id is None:
                     made_up += 1
-                    agui_id = chat_id = f"made-up-{made_up}"
+                    agui_id = f"made-up-{made_up}"
             name = data.get("name")
             if agui_id not in started:
                 started[agui_id] = str(name or "") if (whole or name) else None
@@ -507,7 +501,7 @@ def agui_portable(items: list[Any]) -> bool:
                     return False  # named after it started unnamed: Chat takes the name
             if whole:
                 close(agui_id)
-            agui_last, chat_last = agui_id, chat_id
+            agui_last = agui_id
         elif item.event in (T.TOOL_RESULT, T.TOOL_RESULT_CHUNK):
             call_id = str(data.get("id") or agui_last or "")
             close(call_id)

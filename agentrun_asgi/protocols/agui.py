@@ -22,11 +22,12 @@ The encoder's state machine (h11-style: one state at a time; FINISHED is termina
 - TOOLS: one or more tool calls open (parallel calls). A ``TOOL_CALL`` is START/ARGS/END at
   once; a call streamed by ``TOOL_CALL_CHUNK`` stays open until it is done: a ``TOOL_CALL`` or
   a result for its id, text or reasoning (the model has moved on), or the end of the run. The
-  state is IDLE again when no call is left open. A chunk for a call already ended starts it anew,
-  with the name and parent of its first START (1.0: a reopening start must agree with it). A
-  call streamed without a name holds its START, and buffers its arguments, until a chunk names
-  it (1.0 names a call on START only, and the client never renames an open call); a call that
-  ends unnamed starts with the name "".
+  state is IDLE again when no call is left open. A chunk for a call already ended (its id, or
+  none: the last call, as on the OpenAI protocols) starts it anew, with the name and parent of
+  its first START (1.0: a reopening start must agree with it). A call streamed without a name
+  holds its START, and buffers its arguments, until a chunk names it (1.0 names a call on START
+  only, and the client never renames an open call); a call that ends unnamed starts with the
+  name "".
 - A call that the agent gives no arguments (a whole ``TOOL_CALL`` without ``args``, or one made
   up for a result) gets ``"{}"``, as the OpenAI protocols send: the client would otherwise keep
   ``""``, which no JSON parser reads.
@@ -390,8 +391,10 @@ class AGUIStreamEncoder:
         args = text_of(args)  # an empty dict is "{}", as on the OpenAI protocols
         if call_id:
             call_id = str(call_id)
-        elif not whole and self._last_call in self._calls:
-            call_id = self._last_call  # a chunk without an id continues the last call
+        elif not whole and self._last_call is not None:
+            # A chunk without an id continues the last call, as on the OpenAI protocols: one
+            # that text or reasoning closed meanwhile is reopened under its id and name.
+            call_id = self._last_call
         else:
             call_id = _new_id("call_")
         out = self._enter(_TOOLS)

@@ -8,6 +8,7 @@ model does not declare (at any depth) and that it dumps back to exactly what was
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -52,16 +53,19 @@ def check_event(event: dict[str, Any]) -> BaseModel:
     return model
 
 
-def verify(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def verify(
+    events: list[dict[str, Any]], earlier_calls: Collection[str] = ()
+) -> list[dict[str, Any]]:
     """Validate every event and the order rules of one run; returns the events."""
     for event in events:
         check_event(event)
-    verify_order(events)
+    verify_order(events, earlier_calls)
     return events
 
 
-def verify_order(events: list[dict[str, Any]]) -> None:
-    """The structure rules of PROTOCOLS.md ("AG-UI 1.0"), as the clients' verifier sees them."""
+def verify_order(events: list[dict[str, Any]], earlier_calls: Collection[str] = ()) -> None:
+    """The structure rules of PROTOCOLS.md ("AG-UI 1.0"), as the clients' verifier sees them;
+    ``earlier_calls``: the calls of the run's input messages, which a result may answer."""
     assert events, "empty run"
     first = events[0]
     assert first["type"] == "RUN_STARTED", f"run does not open with RUN_STARTED: {first}"
@@ -72,7 +76,7 @@ def verify_order(events: list[dict[str, Any]]) -> None:
     reasoning_blocks: set[str] = set()
     reasoning_messages: set[str] = set()
     calls: set[str] = set()
-    ended_calls: set[str] = set()
+    ended_calls: set[str] = set(earlier_calls)
     call_heads: dict[str, tuple[Any, Any]] = {}  # a reopened call must repeat its opener's
     for i, event in enumerate(events):
         kind = event["type"]

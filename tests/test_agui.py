@@ -69,7 +69,14 @@ def post_run(
     response = httpx.post(base_url + "/ag-ui/agent", content=content, headers=hdrs, timeout=10)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
-    return verify(parse_sse(response.content))
+    return verify(parse_sse(response.content), input_calls(body))
+
+
+def input_calls(body: Any) -> set[str]:
+    """The ids of the tool calls in a run input's messages (the client holds them already)."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    return {call["id"] for message in messages or () if isinstance(message, dict)
+            for call in message.get("toolCalls") or ()}  # fmt: skip
 
 
 def user(text: str, **extra: Any) -> dict[str, Any]:
@@ -234,6 +241,32 @@ def test_reopened_tool_call_repeats_its_name_and_parent() -> None:
     assert first == again == {"type": "TOOL_CALL_START", "toolCallId": "a",
                               "toolCallName": "search",
                               "parentMessageId": events[1]["messageId"]}  # fmt: skip
+
+
+def test_result_for_a_call_of_the_input_answers_it_as_it_is(serve: Any) -> None:
+    """A run that gives the result of an earlier run's call (approved in a HITL interrupt, run
+    on resume) sends the result alone: a made-up TOOL_CALL_START (name "", ARGS "{}") made the
+    official JS client rename the call it holds to "" and its arguments '{"path":"x"}{}'."""
+
+    async def agent(request: AgentRequest) -> AsyncIterator[Any]:
+        yield E(T.TOOL_RESULT, {"id": "call_del", "result": "deleted"})
+        yield E(T.TOOL_RESULT, {"id": "call_new", "result": "made up"})
+        yield "Done."
+
+    call = {"id": "call_del", "type": "function",
+            "function": {"name": "delete", "arguments": '{"path":"x"}'}}  # fmt: skip
+    body = user("delete x", resume=[{"interruptId": "ok", "status": "resolved"}])
+    body["messages"].append({"id": "a1", "role": "assistant", "toolCalls": [call]})
+    with serve(AgentRunServer(agent)) as base:
+        events = post_run(base, body)
+    kinds = [(e["type"], e.get("toolCallId")) for e in events[1:-1]]
+    assert kinds == [
+        ("TOOL_CALL_RESULT", "call_del"),
+        ("TOOL_CALL_START", "call_new"), ("TOOL_CALL_ARGS", "call_new"),
+        ("TOOL_CALL_END", "call_new"), ("TOOL_CALL_RESULT", "call_new"),
+        ("TEXT_MESSAGE_START", None), ("TEXT_MESSAGE_CONTENT", None), ("TEXT_MESSAGE_END", None),
+    ]  # fmt: skip
+    assert events[1]["content"] == "deleted"
 
 
 def test_id_less_chunk_after_text_continues_its_call_as_on_openai(serve: Any) -> None:

@@ -135,6 +135,17 @@ async def _hitl(request: AgentRequest) -> AsyncIterator[Any]:
     yield "Deleted." if (answer.get("payload") or {}).get("approved") else "Kept."
 
 
+async def _approve_call(request: AgentRequest) -> AsyncIterator[Any]:
+    """Proposes a call and asks to run it; the resumed run runs it and gives its result."""
+    if not request.resume:
+        yield E(T.TOOL_CALL, {"id": "call_del", "name": "delete_file", "args": {"path": "x"}})
+        yield E(T.HITL, {"id": "run-it", "type": "approval", "prompt": "Run delete_file?",
+                         "tool_call_id": "call_del"})  # fmt: skip
+        return
+    yield E(T.TOOL_RESULT, {"id": "call_del", "result": "deleted"})
+    yield "Done."
+
+
 async def _run_tools(request: AgentRequest) -> AsyncIterator[Any]:
     """Calls the client's tool, then answers with what its tool message brought back."""
     results = [m.text for m in request.messages if m.role.value == "tool"]
@@ -182,8 +193,8 @@ SCENARIOS: dict[str, Any] = {
     "demo": agentrun_asgi.demo.demo_agent, "chunks": _chunks, "interleaved": _interleaved,
     "tool_results": _tool_results, "error": _error, "error_event": _error_event,
     "usage": _usage, "empty": lambda request: "", "fail": _fail, "whole": _whole,
-    "state": _state, "hitl": _hitl, "run_tools": _run_tools, "inspect": _inspect,
-    "counted_fail": _counted_fail, "slow": _slow, "calls": _calls,
+    "state": _state, "hitl": _hitl, "approve_call": _approve_call, "run_tools": _run_tools,
+    "inspect": _inspect, "counted_fail": _counted_fail, "slow": _slow, "calls": _calls,
 }  # fmt: skip
 
 
@@ -284,5 +295,5 @@ def test_agui_http_agent(js_dir: Path, base_url: str) -> None:
     """HttpAgent.runAgent: valid runs, the messages and state it builds, HITL resume."""
     assert run_script(js_dir, "agui_client.mjs", base_url) == [
         "demo", "toolCallChunks", "interleaved", "toolResults", "wholeResponse", "usage",
-        "empty", "errors", "state", "hitl", "conversation", "abort", "httpError",
+        "empty", "errors", "state", "hitl", "approveCall", "conversation", "abort", "httpError",
     ]  # fmt: skip

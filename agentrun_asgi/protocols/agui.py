@@ -31,9 +31,11 @@ The encoder's state machine (h11-style: one state at a time; FINISHED is termina
 - A call that the agent gives no arguments (a whole ``TOOL_CALL`` without ``args``, or one made
   up for a result) gets ``"{}"``, as the OpenAI protocols send: the client would otherwise keep
   ``""``, which no JSON parser reads.
-- A result for a call never announced gets its START/ARGS/END made up first; result chunks are
-  buffered and prepended to the result (flushed as a result of their own at the end of the run,
-  before ``RUN_FINISHED`` or ``RUN_ERROR``).
+- A result for a call never announced gets its START/ARGS/END made up first, unless an input
+  message has the call (an earlier run made it, as before a HITL resume): the client holds it
+  already, and a made-up START would rename it to "" and append "{}" to its arguments. Result
+  chunks are buffered and prepended to the result (flushed as a result of their own at the end
+  of the run, before ``RUN_FINISHED`` or ``RUN_ERROR``).
 - FINISHED: ``RUN_FINISHED`` or ``RUN_ERROR`` sent; every later item encodes to ``b""``.
 
 A tool call that opens right after a text message names it as ``parentMessageId``, so the
@@ -48,7 +50,7 @@ from typing import Any
 import orjson
 
 from ..ids import new_id
-from ..models import AgentEvent, EventType, text_of
+from ..models import AgentEvent, EventType, Message, text_of
 from ..requests import Request
 from ..responses import sends_request_id
 from ..routing import Route
@@ -147,13 +149,16 @@ class AGUIStreamEncoder:
     """
 
     __slots__ = (
-        "_calls", "_held", "_ids", "_last_call", "_parent", "_parent_run", "_reasoning_content",
-        "_reasoning_end", "_reasoning_id", "_result_parts", "_run_id", "_seen_calls", "_started",
-        "_state", "_text_content", "_text_end", "_text_id", "_thread_id", "done", "result", "usage",
+        "_calls", "_held", "_history", "_ids", "_last_call", "_parent", "_parent_run",
+        "_reasoning_content", "_reasoning_end", "_reasoning_id", "_result_parts", "_run_id",
+        "_seen_calls", "_started", "_state", "_text_content", "_text_end", "_text_id",
+        "_thread_id", "done", "result", "usage",
     )  # fmt: skip
 
-    def __init__(self, thread_id: str, run_id: str, parent_run_id: str | None = None) -> None:
+    def __init__(self, thread_id: str, run_id: str, parent_run_id: str | None = None,
+                 history: Sequence[Message] = ()) -> None:  # fmt: skip
         self._thread_id = thread_id
+        self._history = history  # the input messages, read only for a result of an unseen call
         self._run_id = run_id
         self._ids = _dumps({"threadId": thread_id, "runId": run_id})[1:-1]
         self._parent_run = b',"parentRunId":' + _dumps(parent_run_id) if parent_run_id else b""
@@ -460,10 +465,15 @@ class AGUIStreamEncoder:
                 self._state = _IDLE
         return out
 
+    def _in_history(self, call_id: str) -> bool:
+        """Whether an input message has the call (an earlier run's, answered in this one)."""
+        return any(call.id == call_id for message in self._history
+                   for call in message.tool_calls or ())  # fmt: skip
+
     def _tool_result(self, call_id: str, text: str, addition: dict[str, Any] | None,
                      name: Any = None) -> bytes:  # fmt: skip
         out = self._close_call(call_id, name)
-        if call_id not in self._seen_calls:
+        if call_id not in self._seen_calls and not self._in_history(call_id):
             # A result for a call never announced: make up its START/ARGS/END, so that
             # the result answers a call the client has seen.
             self._seen_calls[call_id] = (str(name or ""), None)
@@ -526,8 +536,9 @@ class AGUIProtocolHandler(ProtocolHandler):
         agent_request = parse_run_input(data)
         agent_request.raw_request = request
         encoder = AGUIStreamEncoder(
-            agent_request.thread_id or "", agent_request.run_id or "", agent_request.parent_run_id
-        )
+            agent_request.thread_id or "", agent_request.run_id or "",
+            agent_request.parent_run_id, agent_request.messages,
+        )  # fmt: skip
 
         # run_stream sends the encoder's start() (RUN_STARTED) right after the response head.
         await run_stream(request, send, self.invoker.open(agent_request), encoder)

@@ -148,6 +148,22 @@ const tests = {
     assert.deepEqual(warnings, []);
   },
 
+  async approveCall() {
+    // The first run proposes a call and asks to run it; the resumed run gives its result. The
+    // call the client holds keeps its name and arguments; the result is filed under it.
+    const { agent, seen } = await run("approve_call");
+    assert.deepEqual(seen.finished.interrupts.map((i) => [i.id, i.toolCallId]), [["run-it", "call_del"]]);
+    const resume = buildResumeArray(agent.pendingInterrupts, { "run-it": { status: "resolved", payload: {} } });
+    const result = await agent.runAgent({ runId: "r-approved", resume });
+    assert.deepEqual(warnings, []);
+    assert.deepEqual(shape(agent.messages.slice(1)), [
+      { role: "assistant", toolCalls: [{ id: "call_del", type: "function", function: { name: "delete_file", arguments: '{"path":"x"}' } }] },
+      { role: "tool", toolCallId: "call_del", content: "deleted" },
+      { role: "assistant", content: "Done." },
+    ]);
+    assert.equal(result.newMessages.length, 2);
+  },
+
   async conversation() {
     // A thread goes on: the client sends back everything it built (reasoning, tool calls, tool
     // results) with its state, tools, context and forwarded props; the agent sees all of it.

@@ -200,7 +200,7 @@ def test_interleaved_streamed_tool_calls() -> None:
         ("a", "weather"),
         ("b", "time"),
     ]
-    assert all("parentMessageId" not in s for s in starts)
+    assert len({s["parentMessageId"] for s in starts}) == 1  # one assistant message, both calls
     for call, want in (("a", {"city": "Oslo"}), ("b", {"tz": "UTC"})):
         args = "".join(
             e["delta"] for e in of_type(events, "TOOL_CALL_ARGS") if e["toolCallId"] == call
@@ -241,6 +241,42 @@ def test_reopened_tool_call_repeats_its_name_and_parent() -> None:
     assert first == again == {"type": "TOOL_CALL_START", "toolCallId": "a",
                               "toolCallName": "search",
                               "parentMessageId": events[1]["messageId"]}  # fmt: skip
+
+
+def client_messages(events: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """The assistant messages @ag-ui/client 1.0 builds from a run, as (id, call ids): a text
+    message is one; a call joins its parentMessageId's message (made if missing), or without
+    one becomes a message of its own, named after the call."""
+    messages: dict[str, list[str]] = {}
+    for e in events:
+        if e["type"] == "TEXT_MESSAGE_START":
+            messages.setdefault(e["messageId"], [])
+        elif e["type"] == "TOOL_CALL_START":
+            calls = messages.setdefault(e.get("parentMessageId") or e["toolCallId"], [])
+            if e["toolCallId"] not in calls:
+                calls.append(e["toolCallId"])
+    return list(messages.items())
+
+
+def test_parallel_calls_without_text_are_one_assistant_message() -> None:
+    """Calls with no text before them carry one shared parentMessageId, so the client holds
+    them in one assistant message, as OpenAI's history has parallel calls. Without it, each
+    call was an assistant message of its own: with the results a front-end appends, the next
+    request's history read [assistant(a), assistant(b), tool(a), tool(b)], which OpenAI
+    refuses (a tool_calls message must be followed by its tool messages)."""
+    events = encode_run([
+        E(T.REASONING, {"delta": "two lookups"}),
+        E(T.TOOL_CALL, {"id": "a", "name": "f", "args": "{}"}),
+        E(T.TOOL_CALL_CHUNK, {"id": "b", "name": "g", "args_delta": "{}"}),
+        E(T.TOOL_CALL, {"id": "c", "name": "h", "args": "{}"}),
+        E(T.TOOL_RESULT, {"id": "a", "result": "A"}),
+        E(T.TOOL_CALL, {"id": "d", "name": "f", "args": "{}"}),  # a new step: a new message
+        "Done.",
+        E(T.TOOL_CALL, {"id": "e", "name": "f", "args": "{}"}),  # after text: that message
+    ])  # fmt: skip
+    texts = [e["messageId"] for e in of_type(events, "TEXT_MESSAGE_START")]
+    assert [calls for _, calls in client_messages(events)] == [["a", "b", "c"], ["d"], ["e"]]
+    assert client_messages(events)[2][0] == texts[0]
 
 
 def test_result_for_a_call_of_the_input_answers_it_as_it_is(serve: Any) -> None:
@@ -321,8 +357,10 @@ def test_streamed_call_named_after_its_first_chunk_keeps_its_name() -> None:
               "parentMessageId": parent},
         "c": {"type": "TOOL_CALL_START", "toolCallId": "c", "toolCallName": "",
               "parentMessageId": parent},
-        "d": {"type": "TOOL_CALL_START", "toolCallId": "d", "toolCallName": "lookup"},
+        "d": {"type": "TOOL_CALL_START", "toolCallId": "d", "toolCallName": "lookup",
+              "parentMessageId": starts["d"]["parentMessageId"]},
     }  # fmt: skip
+    assert starts["d"]["parentMessageId"] not in (parent, starts["c"]["parentMessageId"])
     assert client_arguments(events) == {"a": '{"q":"x"}', "b": "{}", "c": "{}", "d": "{}"}
     kinds = [(e["type"], e.get("toolCallId")) for e in events]
     assert kinds.index(("TOOL_CALL_START", "b")) < kinds.index(("TOOL_CALL_START", "a"))

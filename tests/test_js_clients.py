@@ -74,6 +74,13 @@ async def _interleaved(request: AgentRequest) -> AsyncIterator[Any]:
     yield "searching"
 
 
+async def _parallel(request: AgentRequest) -> AsyncIterator[Any]:
+    """Two calls at once with no text before them, run by the client (front-end tools)."""
+    yield E(T.REASONING, {"delta": "two at once"})
+    yield E(T.TOOL_CALL, {"id": "call_p1", "name": "weather", "args": {"city": "Oslo"}})
+    yield E(T.TOOL_CALL, {"id": "call_p2", "name": "clock", "args": {}})
+
+
 async def _tool_results(request: AgentRequest) -> AsyncIterator[Any]:
     """Calls with results (AG-UI sends them; OpenAI has no place for them), then text."""
     yield E(T.REASONING, {"delta": "thinking"})
@@ -190,12 +197,26 @@ def _calls(request: AgentRequest) -> AgentResponse:
 
 
 SCENARIOS: dict[str, Any] = {
-    "demo": agentrun_asgi.demo.demo_agent, "chunks": _chunks, "interleaved": _interleaved,
-    "tool_results": _tool_results, "error": _error, "error_event": _error_event,
-    "usage": _usage, "empty": lambda request: "", "fail": _fail, "whole": _whole,
-    "state": _state, "hitl": _hitl, "approve_call": _approve_call, "run_tools": _run_tools,
-    "inspect": _inspect, "counted_fail": _counted_fail, "slow": _slow, "calls": _calls,
-}  # fmt: skip
+    "demo": agentrun_asgi.demo.demo_agent,
+    "chunks": _chunks,
+    "interleaved": _interleaved,
+    "parallel": _parallel,
+    "tool_results": _tool_results,
+    "error": _error,
+    "error_event": _error_event,
+    "usage": _usage,
+    "empty": lambda request: "",
+    "fail": _fail,
+    "whole": _whole,
+    "state": _state,
+    "hitl": _hitl,
+    "approve_call": _approve_call,
+    "run_tools": _run_tools,
+    "inspect": _inspect,
+    "counted_fail": _counted_fail,
+    "slow": _slow,
+    "calls": _calls,
+}
 
 
 def scenario_agent(request: AgentRequest) -> Any:
@@ -294,6 +315,7 @@ def test_openai_responses(js_dir: Path, base_url: str) -> None:
 def test_agui_http_agent(js_dir: Path, base_url: str) -> None:
     """HttpAgent.runAgent: valid runs, the messages and state it builds, HITL resume."""
     assert run_script(js_dir, "agui_client.mjs", base_url) == [
-        "demo", "toolCallChunks", "interleaved", "toolResults", "wholeResponse", "usage",
-        "empty", "errors", "state", "hitl", "approveCall", "conversation", "abort", "httpError",
+        "demo", "toolCallChunks", "interleaved", "parallelCalls", "toolResults", "wholeResponse",
+        "usage", "empty", "errors", "state", "hitl", "approveCall", "conversation", "abort",
+        "httpError",
     ]  # fmt: skip

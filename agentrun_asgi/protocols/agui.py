@@ -39,7 +39,10 @@ The encoder's state machine (h11-style: one state at a time; FINISHED is termina
 - FINISHED: ``RUN_FINISHED`` or ``RUN_ERROR`` sent; every later item encodes to ``b""``.
 
 A tool call that opens right after a text message names it as ``parentMessageId``, so the
-client files the call under that assistant message (as OpenAI's history shape has it).
+client files the call under that assistant message (as OpenAI's history shape has it); calls
+with no text before them name one made-up message id, shared until text, reasoning or a result
+comes, so that parallel calls are one assistant message there too (without a parent the client
+makes each call a message of its own).
 """
 
 from __future__ import annotations
@@ -407,6 +410,8 @@ class AGUIStreamEncoder:
         held = self._held.get(call_id) if self._held else None
         if fragment is None:
             fragment = self._calls[call_id] = b'"toolCallId":' + _dumps(call_id)
+            if call_id not in self._seen_calls and self._parent is None:
+                self._parent = _new_id("msg_")  # calls with no text before: one message
             if call_id in self._seen_calls:  # reopened: its first START's name and parent
                 out += self._start(call_id, None, None, addition)
             elif whole or name:

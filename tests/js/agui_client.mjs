@@ -71,15 +71,34 @@ const tests = {
     ]);
   },
 
+  async parallelCalls() {
+    // Two calls with no text before them are one assistant message (OpenAI's shape), so the
+    // results a front-end appends make a history an OpenAI model takes.
+    const { agent, seen, added } = await run("parallel");
+    assert.deepEqual(seen.finished.pendingToolCallIds, ["call_p1", "call_p2"]);
+    assert.deepEqual(shape(added).map((m) => [m.role, (m.toolCalls ?? []).map((c) => c.id)]), [
+      ["reasoning", []],
+      ["assistant", ["call_p1", "call_p2"]],
+    ]);
+    for (const id of seen.finished.pendingToolCallIds) {
+      agent.addMessage({ id: "r-" + id, role: "tool", toolCallId: id, content: "ran " + id });
+    }
+    const got = (await run("inspect", { agent })).agent.state.messages;
+    assert.deepEqual(got.map((m) => [m.role, m.toolCalls.join() || m.toolCallId]), [
+      ["user", null], ["assistant", "call_p1,call_p2"], ["tool", "call_p1"], ["tool", "call_p2"], ["user", null],
+    ]);
+  },
+
   async toolResults() {
+    // call_r's result comes in chunks, sent at the end of the run; call_s is made meanwhile, so
+    // both are one assistant message (as on Chat Completions), each result filed after it.
     const { seen, added } = await run("tool_results");
     assert.deepEqual(seen.finished.pendingToolCallIds, []);
     assert.deepEqual(shape(added).map((m) => [m.role, m.content ?? m.toolCalls.map((c) => c.function.arguments)]), [
       ["reasoning", "thinking"],
-      ["assistant", ['{"q":1}']],
-      ["tool", "found"],
-      ["assistant", ["{}"]],
+      ["assistant", ['{"q":1}', "{}"]],
       ["tool", '{"ok":true}'],
+      ["tool", "found"],
       ["assistant", "done"],
     ]);
   },

@@ -23,7 +23,13 @@ from agentrun_asgi.requests import Request
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 
-SEGMENT = st.text(st.sampled_from(list("ab-_.~é中%?#\\+;=:@!$&'()*, ")), max_size=6)
+#: Starlette up to 1.7 (the last release for Python 3.10) left a ``?``, ``#`` or ``\\`` of the
+#: decoded path bare in ``url``, where it ends the path; later releases escape them, as ours does.
+STARLETTE_ESCAPES_PATH = str(StarletteRequest(
+    {"type": "http", "path": "/?", "query_string": b"", "headers": [], "server": ("h", 80)}
+).url) == "http://h/%3F"  # fmt: skip
+PATH_CHARS = "ab-_.~é中%+;=:@!$&'()*, " + ("?#\\" if STARLETTE_ESCAPES_PATH else "")
+SEGMENT = st.text(st.sampled_from(list(PATH_CHARS)), max_size=6)
 PIECE = st.sampled_from(["a", "b", "a+b", "a%20b", "", "%FF", "%C3%A9", "x%3Dy", "%26", "é",
                          "+", "%2B", ";", "a=b=c"])  # fmt: skip
 HOSTS = [b"example.com", b"example.com:8000", b"[::1]:8000", b"[::1]", b"EXAMPLE.com:80", b"h:443",
@@ -106,7 +112,8 @@ def test_url_path_is_decoded_as_starlette_has_it() -> None:
              "server": ("h", 443), "headers": []}  # fmt: skip
     url = Request(scope, receive_of([])).url
     assert (url.path, url.query, str(url)) == ("/a b/é%3F%23", "q=é", "https://h/a b/é%3F%23?q=é")
-    assert url == str(StarletteRequest(scope).url)
+    if STARLETTE_ESCAPES_PATH:
+        assert url == str(StarletteRequest(scope).url)
 
 
 def test_url_of_a_query_that_is_not_utf8() -> None:

@@ -284,7 +284,16 @@ def hypercorn_args(worker: str, port: int) -> list[str]:
             "--graceful-timeout", "1", "--log-level", "warning"]  # fmt: skip
 
 
-@pytest.mark.parametrize("worker", ["asyncio", "trio"])
+#: hypercorn 0.18's asyncio worker awaits ``Server.wait_closed()`` before its graceful timeout,
+#: and from Python 3.12 that waits for every connection: a stream holds the stop up forever
+#: (https://github.com/pgjones/hypercorn/issues/308). Nothing in the worker tells the app.
+HYPERCORN_WAITS_FOREVER = pytest.mark.skipif(
+    sys.version_info >= (3, 12), reason="hypercorn#308: no graceful timeout on Python 3.12+"
+)
+
+
+@pytest.mark.parametrize("worker", [pytest.param("asyncio", marks=HYPERCORN_WAITS_FOREVER),
+                                    "trio"])  # fmt: skip
 def test_hypercorn_stop_ends_requests_in_flight_at_its_graceful_timeout(
     worker: str, tmp_path: Path
 ) -> None:
@@ -300,6 +309,22 @@ def test_hypercorn_stop_ends_requests_in_flight_at_its_graceful_timeout(
     assert_stopped_whole(got, marks)
     assert got.code == 0
     assert "agentrun_asgi/" not in got.output, got.output  # no traceback through the package
+
+
+def test_hypercorn_without_workers_ends_requests_in_flight_after_the_grace(
+    tmp_path: Path,
+) -> None:
+    """``-w 0`` (hypercorn's asyncio loop in its own process, every Python): the loop handles
+    SIGTERM, the app hooks in there and begins its shutdown at once, so streams get
+    ``shutdown_grace`` and their error frame, a JSON request a 503, then the hooks run. The
+    way to stop streams under hypercorn's asyncio worker on Python 3.12+ (hypercorn#308)."""
+    _needs("hypercorn")
+    marks = tmp_path / "marks"
+    port = free_port()
+    args = [*hypercorn_args("asyncio", port), "--graceful-timeout", "60", "-w", "0"]
+    got = stop_in_flight(args, port, marks, lambda proc: proc.send_signal(signal.SIGTERM))
+    assert_stopped_whole(got, marks)
+    assert got.code == 0
 
 
 @pytest.mark.parametrize("worker", ["asyncio", "trio"])

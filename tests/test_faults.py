@@ -275,6 +275,20 @@ def test_own_cancellations_of_async_agents_are_agent_errors(serve: Any, agent: A
         assert_agent_error_everywhere(base, mode, message)
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 11), reason="3.11+ tells them apart (above)")
+@pytest.mark.parametrize("agent", [_async_function_faulty, _async_faulty])
+def test_own_cancellations_before_python_311_are_answered_as_stops(serve: Any, agent: Any) -> None:
+    """Python 3.10 has no ``Task.cancelling()``: an agent's own ``CancelledError`` cannot be
+    told from a stop (README, "Faults"), and is answered as one, whole: a 503 "shutting down",
+    a stream's error frame; the server goes on serving."""
+    with serve(AgentRunServer(agent)) as base:
+        assert assert_error(chat(base, "cancelled"), 503)["code"] == "server_shutting_down"
+        last = orjson.loads(sse_payloads(chat(base, "cancelled", stream=True).content)[-1])
+        assert last["error"]["code"] == "server_shutting_down"
+        assert agui(base, "cancelled")[-1]["code"] == "server_shutting_down"
+        assert_still_serving(base)
+
+
 def test_unserialisable_event_message_is_clear(base_url: str) -> None:
     events = agui(base_url, "object_data")
     assert "cannot be sent" in events[-1]["message"]

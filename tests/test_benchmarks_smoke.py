@@ -270,6 +270,19 @@ def test_command_runs_skips_what_it_cannot_and_writes_only_json(tmp_path: Path) 
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
 
 
+@pytest.fixture
+def sigint_interrupts() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt here and in the children started meanwhile, whatever
+    this process inherited: a shell's ``cmd &`` (nohup, some CI runners) starts it with SIGINT
+    ignored, which exec passes on, and a Python started so never installs its handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_interrupts")
 def test_ctrl_c_stops_every_server_without_a_traceback(tmp_path: Path) -> None:
     """SIGINT mid-run: exit 130 with one line, and no process that carries the run's
     environment (its servers) is left behind."""
@@ -318,6 +331,7 @@ def _raise_terminated(*_: object) -> None:
 @pytest.mark.parametrize(
     ("sig", "raised"), [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, _Terminated)]
 )
+@pytest.mark.usefixtures("sigint_interrupts")
 def test_a_signal_while_a_server_starts_leaves_it_known(
     monkeypatch: pytest.MonkeyPatch, sig: signal.Signals, raised: type[BaseException]
 ) -> None:

@@ -34,6 +34,7 @@ from agentrun_asgi import (
     AgentRunServer,
     AGUIProtocolHandler,
     EventType,
+    Message,
     MessageRole,
     OpenAIProtocolHandler,
     ToolCall,
@@ -303,6 +304,27 @@ def test_result_for_a_call_of_the_input_answers_it_as_it_is(serve: Any) -> None:
         ("TEXT_MESSAGE_START", None), ("TEXT_MESSAGE_CONTENT", None), ("TEXT_MESSAGE_END", None),
     ]  # fmt: skip
     assert events[1]["content"] == "deleted"
+
+
+def test_messages_the_agent_adds_to_its_request_are_not_the_clients(serve: Any) -> None:
+    """The client holds the calls of the input it sent, not of what the agent appends to
+    ``request.messages`` while it runs (a tool loop keeping its own history): a result for such
+    a call still gets its made-up START, and a dict appended there breaks nothing. Read live,
+    the list gave a bare result for a call the client never saw, and the dict a RUN_ERROR."""
+
+    async def agent(request: AgentRequest) -> AsyncIterator[Any]:
+        own = ToolCall(id="call_own", name="f", arguments="{}")
+        request.messages.append(Message(role=MessageRole.ASSISTANT, tool_calls=[own]))
+        request.messages.append({"role": "tool", "tool_call_id": "call_own", "content": "r"})
+        yield E(T.TOOL_RESULT, {"id": "call_own", "result": "r"})
+
+    with serve(AgentRunServer(agent)) as base:
+        events = post_run(base, user("go"))
+    kinds = [(e["type"], e.get("toolCallId")) for e in events[1:]]
+    assert kinds == [
+        ("TOOL_CALL_START", "call_own"), ("TOOL_CALL_ARGS", "call_own"),
+        ("TOOL_CALL_END", "call_own"), ("TOOL_CALL_RESULT", "call_own"), ("RUN_FINISHED", None),
+    ]  # fmt: skip
 
 
 def test_id_less_chunk_after_text_continues_its_call_as_on_openai(serve: Any) -> None:

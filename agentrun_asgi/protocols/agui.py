@@ -161,7 +161,9 @@ class AGUIStreamEncoder:
     def __init__(self, thread_id: str, run_id: str, parent_run_id: str | None = None,
                  history: Sequence[Message] = ()) -> None:  # fmt: skip
         self._thread_id = thread_id
-        self._history = history  # the input messages, read only for a result of an unseen call
+        # The input messages as the client sent them, read only for a result of an unseen call:
+        # a copy, since the agent may add its own to its request's list while it runs.
+        self._history = tuple(history)
         self._run_id = run_id
         self._ids = _dumps({"threadId": thread_id, "runId": run_id})[1:-1]
         self._parent_run = b',"parentRunId":' + _dumps(parent_run_id) if parent_run_id else b""

@@ -256,9 +256,10 @@ def _install(target: Path, npm: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def js_dir() -> Path:
-    """A dir outside the repo holding node_modules with PACKAGES and a copy of the scripts
-    (an ES module finds its packages from where it lies, so the scripts run from there)."""
+def js_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dir of this run's own holding a copy of the scripts and a link to the cache's
+    node_modules (an ES module finds its packages from where it lies). Not the cache dir
+    itself: a run from another checkout at the same time would swap its scripts for ours."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("node and npm are needed for the JavaScript clients (not on PATH)")
@@ -270,9 +271,11 @@ def js_dir() -> Path:
         why = _install(target, npm)
         if why is not None:
             pytest.skip(f"the JavaScript clients could not be installed: {why}")
+    run_dir = tmp_path_factory.mktemp("js")
+    (run_dir / "node_modules").symlink_to(target / "node_modules", target_is_directory=True)
     for script in SCRIPTS.glob("*.mjs"):
-        shutil.copyfile(script, target / script.name)
-    return target
+        shutil.copyfile(script, run_dir / script.name)
+    return run_dir
 
 
 @pytest.fixture(scope="module")

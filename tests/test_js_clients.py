@@ -2,10 +2,11 @@
 
 The README promises that the official OpenAI clients just work and that AG-UI front-ends consume
 the stream; ``test_openai_client.py`` runs the Python client, this module the Node ones. Each
-``tests/js/*.mjs`` script drives one server with the client's own helpers (``stream()``,
-``runTools``, ``responses.stream()``, ``HttpAgent.runAgent``, which validates every event against
-the 1.0 schemas and checks their order) and prints ``ok <check>`` per check or exits non-zero
-with the reason. The agent below runs the scenario the last user message names.
+``tests/js/*.mjs`` script (but ``helpers.mjs``, which they import) drives one server with the
+client's own helpers (``stream()``, ``runTools``, ``responses.stream()``,
+``HttpAgent.runAgent``, which validates every event against the 1.0 schemas and checks their
+order) and prints ``ok <check>`` per check or exits non-zero with the reason. The agent below
+runs the scenario the last user message names.
 
 The npm packages are installed once into a cache dir outside the repo (``AGENTRUN_JS_CACHE``, by
 default ``~/.cache/agentrun-asgi/js``); the tests are skipped, saying why, when ``node``/``npm``

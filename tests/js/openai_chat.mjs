@@ -1,26 +1,15 @@
 // The official `openai` JS client on Chat Completions and /v1/models: node openai_chat.mjs BASE_URL
 import assert from "node:assert/strict";
 import OpenAI from "openai";
+import { USAGE, rejects } from "./helpers.mjs";
 
 const client = new OpenAI({ baseURL: process.argv[2] + "/v1", apiKey: "x", maxRetries: 0, timeout: 10000 });
 const ask = (text, extra = {}) => ({ model: "agentrun", messages: [{ role: "user", content: text }], ...extra });
-const USAGE = { prompt_tokens: 7, completion_tokens: 5, total_tokens: 12 };
 
 async function collect(stream) {
   const chunks = [];
   for await (const chunk of stream) chunks.push(chunk);
   return chunks;
-}
-
-async function rejects(promise, type, check) {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof type, `${err?.constructor?.name}: ${err?.message} is not a ${type.name}`);
-    check(err);
-    return;
-  }
-  assert.fail(`no ${type.name} raised`);
 }
 
 const tests = {

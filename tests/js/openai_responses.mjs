@@ -1,20 +1,9 @@
 // The official `openai` JS client on the Responses API: node openai_responses.mjs BASE_URL
 import assert from "node:assert/strict";
 import OpenAI from "openai";
+import { USAGE, rejects } from "./helpers.mjs";
 
 const client = new OpenAI({ baseURL: process.argv[2] + "/v1", apiKey: "x", maxRetries: 0, timeout: 10000 });
-const USAGE = { prompt_tokens: 7, completion_tokens: 5, total_tokens: 12 };
-
-async function rejects(promise, type, check) {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof type, `${err?.constructor?.name}: ${err?.message} is not a ${type.name}`);
-    check(err);
-    return;
-  }
-  assert.fail(`no ${type.name} raised`);
-}
 
 /** The output items as [type, text or call] pairs, to compare streamed and whole answers. */
 function items(response) {

@@ -236,12 +236,17 @@ def _from_dict(value: dict[str, Any]) -> AgentResponse:
             unsupported.append("refusal")
         else:
             fields["content"] = refusal  # the model's refusal is the text its client shows
-    unknown = sorted(set(fields) - set(AgentResponse.__slots__)) + unsupported
+    unknown = sorted(set(fields) - set(AgentResponse.__slots__))
     if unknown:
         raise AgentOutputError(
             f"agent returned a dict with unknown keys {unknown}; expected AgentResponse fields"
             " (content, reasoning_content, tool_calls, usage, finish_reason, events) or an"
             " OpenAI assistant message"
+        )
+    if unsupported:  # named apart: "unknown" would be wrong of an OpenAI message's own keys
+        raise AgentOutputError(
+            f"agent returned an OpenAI assistant message with {unsupported}, which an answer"
+            " cannot carry (it has content, reasoning_content, tool_calls, usage)"
         )
     return AgentResponse(**fields)
 

@@ -229,8 +229,10 @@ async def test_openai_assistant_message_dict_is_an_answer() -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize(("value", "error"), [
     ({"role": "user", "content": "hi"}, "role 'user'"),
-    ({"role": "assistant", "content": "hi", "audio": {"id": "a"}}, r"\['audio'\]"),
-    ({"role": "assistant", "content": "hi", "refusal": "no"}, r"\['refusal'\]"),
+    ({"role": "assistant", "content": "hi", "audio": {"id": "a"}}, r"with \['audio'\], which"),
+    ({"role": "assistant", "content": "hi", "refusal": "no"}, r"with \['refusal'\], which"),
+    ({"content": "hi", "annotations": [{"type": "url_citation"}]},
+     r"message with \['annotations'\], which an answer cannot carry"),
     ({"role": "assistant", "content": "hi", "text": "x"}, r"\['text'\]"),
 ])  # fmt: skip
 async def test_message_dict_that_says_more_than_an_answer_is_a_clear_error(

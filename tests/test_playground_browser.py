@@ -330,20 +330,40 @@ APPROVAL_SCHEMA = {
 }
 
 
+def _assert_valid_history(messages: list[dict[str, Any]]) -> None:
+    """What an OpenAI-backed agent needs: every tool call named, answered once, right after."""
+    calls = [c for m in messages for c in m.get("toolCalls", ())]
+    answered = [m["toolCallId"] for m in messages if m["role"] == "tool"]
+    assert all(c["function"]["name"] for c in calls), calls
+    assert sorted(c["id"] for c in calls) == sorted(answered)
+    for i, message in enumerate(messages):
+        for n, call in enumerate(message.get("toolCalls", ())):
+            assert messages[i + 1 + n]["toolCallId"] == call["id"]
+
+
 def test_hitl_interrupt_form_resumes_the_run(serve: Any, open_page: Any) -> None:
+    """An interrupt about a tool call: the resumed run answers that call, and the call stays in
+    the history under its own name and arguments. It was once dropped there, so the server made
+    up a nameless call for the result, and the next request carried a call named ""."""
     seen: list[Any] = []
 
     async def hitl_agent(request: AgentRequest) -> AsyncIterator[str | AgentEvent]:
+        call_id = f"call_ship_{sum(m.role == 'user' for m in request.messages)}"
         if request.resume:
             seen.append(request.resume)
             entry = request.resume[0]
             payload = json.dumps(entry.get("payload"), sort_keys=True)
+            if entry["status"] == "resolved":
+                yield AgentEvent(EventType.TOOL_RESULT, {"id": call_id, "result": "shipped 1.2"})
             yield f"Resumed: {entry['status']} {payload}"
             return
         yield "I need approval."
+        yield AgentEvent(EventType.TOOL_CALL, {
+            "id": call_id, "name": "ship_release", "args": {"version": "1.2"},
+        })  # fmt: skip
         yield AgentEvent(EventType.HITL, {
             "id": "approve-1", "type": "confirmation", "prompt": "Ship the release?",
-            "schema": APPROVAL_SCHEMA,
+            "tool_call_id": call_id, "schema": APPROVAL_SCHEMA,
         })  # fmt: skip
 
     with serve(AgentRunServer(hitl_agent)) as base:
@@ -352,6 +372,8 @@ def test_hitl_interrupt_form_resumes_the_run(serve: Any, open_page: Any) -> None
         ui.send("release")
         turn = ui.answer()
         expect(turn.locator(".text")).to_have_text("I need approval.")
+        expect(turn.locator(".tool-name")).to_have_text("ship_release")
+        expect(turn.locator(".tool-result")).to_have_count(0)
         form = ui.page.locator(".turn.assistant").nth(0).locator("form.interrupt")
         expect(form).to_contain_text("Ship the release?")
         expect(form.locator("legend")).to_have_text("Agent asks (confirmation)")
@@ -362,26 +384,63 @@ def test_hitl_interrupt_form_resumes_the_run(serve: Any, open_page: Any) -> None
         expect(resumed.locator(".text")).to_have_text(
             'Resumed: resolved {"approved": true, "note": "go"}'
         )
+        # The result is shown with the call it answers, named as the first run named it.
+        expect(resumed.locator(".tool")).to_have_count(1)
+        expect(resumed.locator(".tool-name")).to_have_text("ship_release")
+        expect(resumed.locator(".tool-args")).to_have_text('{\n  "version": "1.2"\n}')
+        expect(resumed.locator(".tool-result pre")).to_have_text("shipped 1.2")
         expect(form.get_by_role("button", name="Send answer")).to_be_disabled()
 
-        # A second interrupt, cancelled this time.
+        # A second interrupt, cancelled this time: the agent sends no result for its call.
         ui.send("another")
         form = ui.answer().locator("form.interrupt")
         form.get_by_role("button", name="Cancel").click()
-        expect(ui.answer().locator(".text")).to_have_text("Resumed: cancelled null")
+        cancelled = ui.answer()
+        expect(cancelled.locator(".text")).to_have_text("Resumed: cancelled null")
+        expect(cancelled.locator(".tool")).to_have_count(0)
+        ui.send("bye")
+        ui.answer()
+        raw = ui.page.locator("#raw").text_content() or ""
 
     assert seen == [
         [{"interruptId": "approve-1", "status": "resolved",
           "payload": {"approved": True, "note": "go"}}],
         [{"interruptId": "approve-1", "status": "cancelled"}],
     ]  # fmt: skip
-    first, resume = ui.posts[0][1], ui.posts[1][1]
+    assert '"toolCallName":""' not in raw  # the server made up no call for the result
+    bodies = [body for _, body in ui.posts]
+    first, resume, after, cancel, bye = bodies
     assert "resume" not in first
     assert resume["threadId"] == first["threadId"]
-    assert [(m["role"], m.get("content")) for m in resume["messages"]] == [
-        ("user", "release"),
-        ("assistant", "I need approval."),
+    call = {"id": "call_ship_1", "type": "function",
+            "function": {"name": "ship_release", "arguments": '{"version":"1.2"}'}}  # fmt: skip
+    # The resume brings the call back, so that its result answers a call the server knows.
+    assert [(m["role"], m.get("content"), m.get("toolCalls")) for m in resume["messages"]] == [
+        ("user", "release", None),
+        ("assistant", "I need approval.", None),
+        ("assistant", None, [call]),
     ]
+    # After it, the call is in the history once, with its result.
+    shape = [(m["role"], m.get("content"), m.get("toolCalls"), m.get("toolCallId"))
+             for m in after["messages"]]  # fmt: skip
+    assert shape == [
+        ("user", "release", None, None),
+        ("assistant", "I need approval.", None, None),
+        ("assistant", None, [call], None),
+        ("tool", "shipped 1.2", None, "call_ship_1"),
+        ("assistant", 'Resumed: resolved {"approved": true, "note": "go"}', None, None),
+        ("user", "another", None, None),
+    ]
+    # The cancelled call got no result: it went with the resume, and is gone after it.
+    assert cancel["messages"][-1]["toolCalls"][0]["id"] == "call_ship_2"
+    assert bye["messages"][: len(after["messages"])] == after["messages"]
+    assert [(m["role"], m.get("content")) for m in bye["messages"][len(after["messages"]):]] == [
+        ("assistant", "I need approval."),
+        ("assistant", "Resumed: cancelled null"),
+        ("user", "bye"),
+    ]
+    for body in (after, bye):
+        _assert_valid_history(body["messages"])
     assert ui.errors == []
 
 

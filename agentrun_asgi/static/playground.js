@@ -42,6 +42,8 @@
   let agentState = {};
   let controller = null; // AbortController of the run in flight
   let pendingInterrupt = null; // the form of an AG-UI interrupt waiting for an answer
+  // Tool calls an interrupt asks about, kept out of history until the resumed run answers them
+  let pendingCalls = [];
   let conversation = 0; // bumped by "New chat", so a run stopped by it stays out of the new one
 
   function newId(prefix) {
@@ -69,8 +71,13 @@
     });
   }
 
-  function aguiMessages() {
-    return history.map((m) => {
+  // With the calls an interrupt asks about when resuming: the server then knows them (a result
+  // for an unknown call gets a made-up, nameless one) and the agent sees what it made.
+  function aguiMessages(calls) {
+    const messages = calls && calls.length
+      ? [...history, { id: newId("msg"), role: "assistant", content: "", toolCalls: calls }]
+      : history;
+    return messages.map((m) => {
       const out = { id: m.id, role: m.role };
       if (m.role === "tool") {
         out.toolCallId = m.toolCallId;
@@ -89,7 +96,8 @@
 
   // A finished (or stopped) answer back into history. Only tool calls that got a result are
   // kept: a call without its result would make the next request invalid for most models.
-  function rememberAnswer(view) {
+  // A call an interrupt names waits in pendingCalls: the resumed run may bring its result.
+  function rememberAnswer(view, interrupts) {
     let current = { id: newId("msg"), role: "assistant", content: "", toolCalls: [] };
     let results = [];
     const flush = () => {
@@ -109,6 +117,10 @@
       }
     }
     flush();
+    const asked = new Set((interrupts || []).map((item) => item.toolCallId).filter(Boolean));
+    pendingCalls = view.parts
+      .filter((p) => p.kind === "tool" && p.result === undefined && asked.has(p.id))
+      .map((p) => ({ id: p.id, name: p.name, arguments: p.args }));
   }
 
   // -- rendering -----------------------------------------------------------------------------
@@ -150,7 +162,7 @@
 
   // One assistant answer being streamed: an ordered list of parts (reasoning, tool, text).
   class AnswerView {
-    constructor(protocolName) {
+    constructor(protocolName, resumedCalls) {
       const label = protocolName === "agui" ? "Agent (AG-UI)" : "Agent (OpenAI)";
       const { turn, body } = addTurn("assistant", label);
       this.turn = turn;
@@ -159,6 +171,8 @@
       this.texts = new Map(); // messageId -> part
       this.reasonings = new Map();
       this.tools = new Map(); // toolCallId (or OpenAI index) -> part
+      // calls of the interrupted run: a result for one is shown with its name and arguments
+      this.resumedCalls = new Map((resumedCalls || []).map((c) => [c.id, c]));
       turn.setAttribute("aria-busy", "true");
     }
 
@@ -230,8 +244,17 @@
       part.argsNode.textContent = pretty(part.args);
     }
 
+    resumedCall(key) {
+      const call = this.resumedCalls.get(key);
+      if (!call) return null;
+      const part = this.tool(key, call.id, call.name);
+      part.args = call.arguments;
+      part.argsNode.textContent = pretty(part.args);
+      return part;
+    }
+
     toolResult(key, content) {
-      const part = this.tools.get(key) || this.tool(key, key, "");
+      const part = this.tools.get(key) || this.resumedCall(key) || this.tool(key, key, "");
       part.result = content;
       const box = el("div", "tool-result");
       box.append(el("div", "tool-label", "Result"), el("pre", "", pretty(content)));
@@ -535,10 +558,10 @@
     };
   }
 
-  function requestBody(protocolName, resume) {
+  function requestBody(protocolName, resume, resumedCalls) {
     if (protocolName === "agui") {
       const body = {
-        threadId, runId: newId("run"), state: agentState, messages: aguiMessages(),
+        threadId, runId: newId("run"), state: agentState, messages: aguiMessages(resumedCalls),
         tools: [], context: [], forwardedProps: {},
       };
       if (resume) body.resume = resume;
@@ -563,8 +586,12 @@
   async function run(resume) {
     const protocolName = protocol();
     const url = endpoint(protocolName);
-    const body = requestBody(protocolName, resume);
-    const view = new AnswerView(protocolName);
+    // The calls the interrupt asked about go with this run only: answered, they are in its
+    // answer; not answered (cancelled, stopped, or a new message instead), they are dropped.
+    const resumedCalls = resume ? pendingCalls : [];
+    pendingCalls = [];
+    const body = requestBody(protocolName, resume, resumedCalls);
+    const view = new AnswerView(protocolName, resumedCalls);
     const handler = protocolName === "agui" ? aguiHandler(view) : openaiHandler(view);
     controller = new AbortController();
     setBusy(true);
@@ -619,7 +646,7 @@
       setBusy(false);
     }
     if (ownConversation !== conversation) return;
-    rememberAnswer(view);
+    rememberAnswer(view, interrupts);
     if (interrupts) showInterrupts(view, interrupts);
   }
 
@@ -828,6 +855,7 @@
     threadId = newId("thread");
     agentState = {};
     pendingInterrupt = null;
+    pendingCalls = [];
     showState();
     ui.log.querySelectorAll(".turn").forEach((n) => n.remove());
     ui.empty.hidden = false;

@@ -577,6 +577,19 @@ def test_the_server_keeps_no_responses(serve: Any) -> None:
     assert (tool.name, tool.type) == ("web_search", "web_search")
 
 
+def test_an_item_reference_says_to_send_the_item(serve: Any) -> None:
+    """The Vercel AI SDK's Responses model (store: true by default) sends a tool loop's earlier
+    items back as item_reference; the server keeps none, so the 400 says what to change."""
+    body = {"input": [{"role": "user", "content": "x"}, {"type": "item_reference", "id": "fc_1"},
+                      {"type": "function_call_output", "call_id": "call_1", "output": "y"}]}
+    with serve(make_server(rich_agent)) as base:
+        r = httpx.post(base + "/v1/responses", json=body)
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["param"] == "input[1].type"
+    assert "keeps no items" in error["message"] and "'store': false" in error["message"]
+
+
 def test_bad_input_through_the_client(serve: Any) -> None:
     with serve(make_server(rich_agent)) as base:
         with pytest.raises(openai.BadRequestError) as caught:

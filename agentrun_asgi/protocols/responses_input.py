@@ -155,6 +155,11 @@ def _add_input_item(messages: list[Message], item: Any, where: str) -> None:
         return
     if kind == "reasoning":
         return  # a previous answer's reasoning, sent back as context: nothing to tell the agent
+    if kind == "item_reference":
+        # Clients that think output is stored (the AI SDK's default store: true) send references
+        # to their earlier items; say what to change, not only that the type is unknown.
+        invalid(f"{where}.type", f"'{where}' is an item_reference, and this server keeps no "
+                "items: send the item itself (clients do so with 'store': false).")  # fmt: skip
     if kind not in (None, "message"):
         invalid(f"{where}.type", f"'{where}.type' {kind!r} is not supported; use 'message', "
                 "'function_call' or 'function_call_output'.")  # fmt: skip

@@ -955,3 +955,25 @@ def test_every_return_shape_through_every_protocol(shapes_server: str, shape: st
     run_usage = agui_events[-1].get("usage")
     assert (None if run_usage is None else (run_usage[0]["inputTokens"],
             run_usage[0]["outputTokens"], run_usage[0]["totalTokens"])) == usage  # fmt: skip
+
+
+def test_chat_names_a_call_in_its_first_delta_when_its_name_comes_late() -> None:
+    """OpenAI names a call in its first delta, and some clients fail on one named "" (the Vercel
+    AI SDK: "Expected 'function.name' to be a string"). A call whose first chunks have no name
+    is held until the name comes; one still unnamed when a later call starts, or at the end,
+    starts then, so calls keep the order clients index them by."""
+    late = [E(T.TOOL_CALL_CHUNK, {"id": "call_a", "args_delta": '{"a"'}), "text between ",
+            E(T.TOOL_CALL_CHUNK, {"name": "f", "args_delta": ": 1}"})]  # fmt: skip
+    completion, _, chunks = chat_stream(late, False)
+    starts = [call for chunk in chunks for call in chunk["choices"][0]["delta"].get(
+        "tool_calls") or () if "id" in call]  # fmt: skip
+    assert [(s["id"], s["function"]["name"]) for s in starts] == [("call_a", "f")]
+    assert chat_calls(completion.choices[0].message.tool_calls) == [("call_a", "f", '{"a": 1}')]
+    # Overtaken by a named call, or never named: started unnamed, in the order given.
+    overtaken = [E(T.TOOL_CALL_CHUNK, {"id": "call_a", "args_delta": "{}"}),
+                 E(T.TOOL_CALL, {"id": "call_b", "name": "g", "args": "{}"}),
+                 E(T.TOOL_CALL_CHUNK, {"id": "call_a", "name": "f"}),
+                 E(T.TOOL_CALL_CHUNK, {"id": "call_c", "args_delta": "{}"})]  # fmt: skip
+    completion, _, _ = chat_stream(overtaken, False)
+    assert chat_calls(completion.choices[0].message.tool_calls) == [
+        ("call_a", "f", "{}"), ("call_b", "g", "{}"), ("call_c", "", "{}")]

@@ -88,6 +88,7 @@ class ChatStreamEncoder:
         "_close",
         "_first",
         "_head",
+        "_held",
         "_include_usage",
         "_last_call",
         "_open",
@@ -111,7 +112,13 @@ class ChatStreamEncoder:
         # The first delta carries the role along with its content: no role-only chunk.
         self._first = True
         self._tools: dict[str, int] = {}
-        self._unnamed: set[str] | None = None  # calls opened before their name came
+        #: Calls given before their name, not started yet: their arguments and additions.
+        #: OpenAI names a call in its first delta, and some clients (the Vercel AI SDK) fail on
+        #: a nameless one; a call is started unnamed only when a later call starts first
+        #: (clients index calls in the order they start) or the stream ends, and then its
+        #: name, if it comes, follows as a delta of its own.
+        self._held: dict[str, tuple[list[str], dict[str, Any]]] | None = None
+        self._unnamed: set[str] | None = None  # calls started before their name came
         self._last_call: str | None = None
         self._include_usage = include_usage
         self.usage: dict[str, Any] | None = None
@@ -179,35 +186,75 @@ class ChatStreamEncoder:
         args = text_of(args)
         call_id = self._last_call = tool_call_id(call_id, self._last_call, whole)
         index = self._tools.get(call_id)
-        out = b""
-        function: dict[str, Any]
         if index is None:
-            index = self._tools[call_id] = len(self._tools)
-            start = {"index": index, "id": call_id, "type": "function",
-                     "function": {"name": str(name or ""), "arguments": ""}}  # fmt: skip
-            out = self._delta({"tool_calls": [start]}, addition)
-            addition = None
-            if whole and not args:
-                args = "{}"  # a whole call with no arguments: OpenAI sends an empty object
-            if not name:
-                if self._unnamed is None:
-                    self._unnamed = set()
-                self._unnamed.add(call_id)
-        elif name and self._unnamed and call_id in self._unnamed:
-            # The name came after the call opened: the client appends it to the empty one.
+            held = self._held.get(call_id) if self._held else None
+            if not name:  # no name yet: hold the call until one comes
+                if held is None:
+                    held = ([], {})
+                    if self._held is None:
+                        self._held = {}
+                    self._held[call_id] = held
+                    if whole and not args:
+                        args = "{}"  # as _start_call gives a whole call with no arguments
+                if args:
+                    held[0].append(args)
+                if addition:
+                    held[1].update(addition)
+                return b""
+            out = self._release_held(call_id) if self._held else b""
+            if held is not None:
+                args = "".join(held[0]) + args
+                addition = {**held[1], **addition} if addition else held[1] or None
+                whole = False  # its first arguments are held ones
+            return out + self._start_call(call_id, name, args, addition, whole)
+        if name and self._unnamed and call_id in self._unnamed:
+            # Started unnamed: the name follows, and the client appends it to the empty one.
             self._unnamed.discard(call_id)
             function = {"name": str(name), "arguments": args}
             return self._delta({"tool_calls": [{"index": index, "function": function}]}, addition)
         if args:
             function = {"arguments": args}
-            out += self._delta({"tool_calls": [{"index": index, "function": function}]}, addition)
+            return self._delta({"tool_calls": [{"index": index, "function": function}]}, addition)
+        return b""
+
+    def _start_call(self, call_id: str, name: Any, args: str, addition: dict[str, Any] | None,
+                    whole: bool) -> bytes:  # fmt: skip
+        # Indexed as it starts: clients take a new index as the next call of their list.
+        index = self._tools[call_id] = len(self._tools)
+        start = {"index": index, "id": call_id, "type": "function",
+                 "function": {"name": str(name or ""), "arguments": ""}}  # fmt: skip
+        out = self._delta({"tool_calls": [start]}, addition)
+        if whole and not args:
+            args = "{}"  # a whole call with no arguments: OpenAI sends an empty object
+        if args:
+            function = {"arguments": args}
+            out += self._delta({"tool_calls": [{"index": index, "function": function}]}, None)
         return out
 
+    def _release_held(self, until: str | None = None) -> bytes:
+        """Start, unnamed, the held calls given before ``until`` (all of them without it, as
+        the stream ends); ``until`` itself leaves the hold, to be started by the caller."""
+        held = self._held
+        assert held is not None
+        out = []
+        for call_id in list(held):
+            parts, extra = held.pop(call_id)
+            if call_id == until:
+                break  # the caller has its parts
+            if self._unnamed is None:
+                self._unnamed = set()
+            self._unnamed.add(call_id)
+            out.append(self._start_call(call_id, "", "".join(parts), extra or None, False))
+        if not held:
+            self._held = None
+        return b"".join(out)
+
     def close(self) -> bytes:
+        held = self._release_held() if self._held else b""
         reason = self.finish_reason or ("tool_calls" if self._tools else "stop")
         delta = b'{"role":"assistant"}' if self._first else b"{}"
         out = b"".join(
-            (self._open, delta, b',"finish_reason":', _dumps(reason), b"}]",
+            (held, self._open, delta, b',"finish_reason":', _dumps(reason), b"}]",
              b',"usage":null' if self._include_usage else b"", b"}\n\n")
         )  # fmt: skip
         if self._include_usage:
@@ -218,7 +265,8 @@ class ChatStreamEncoder:
 
     def error(self, message: str, code: str | None = None) -> bytes:
         self.done = True
-        return b"data: " + _dumps(_error_object(message, code)) + b"\n\n"
+        held = self._release_held() if self._held else b""
+        return held + b"data: " + _dumps(_error_object(message, code)) + b"\n\n"
 
 
 class ChatCompletionCollector:

@@ -41,6 +41,12 @@ async def _mixed_agent(request: AgentRequest) -> AsyncIterator[str | AgentEvent]
     if mode == "addition":
         yield AgentEvent(EventType.TEXT, {"delta": "x"}, addition={"extra_key": 7})
         return
+    if mode == "held_unsendable":
+        # A call held for its name, with an addition orjson refuses, then more output.
+        chunk = {"id": "c1", "args_delta": "{"}
+        yield AgentEvent(EventType.TOOL_CALL_CHUNK, chunk, addition={"k": {1}})
+        yield "after"
+        return
     for piece in ("Hel", "lo", "", " world"):
         yield piece
 
@@ -132,6 +138,14 @@ def test_events_without_a_place_are_skipped(base_url: str) -> None:
     _, frames, _ = stream_frames(base_url, "ignored")
     deltas = [c["choices"][0]["delta"] for c in chunks_of(frames)]
     assert deltas == [{"role": "assistant", "content": "text"}, {}]
+
+
+def test_unsendable_addition_of_a_held_call_fails_where_it_is_given(base_url: str) -> None:
+    """A call held until its name comes must not hold back an item that cannot be sent: the
+    stream ends there, as for any other item, not after later output with orjson's bare words."""
+    _, frames, _ = stream_frames(base_url, "held_unsendable")
+    assert len(frames) == 1, frames
+    assert b"cannot be sent" in frames[0], frames[0]
 
 
 def test_addition_merged_into_delta(base_url: str) -> None:

@@ -189,6 +189,8 @@ class ChatStreamEncoder:
         if index is None:
             held = self._held.get(call_id) if self._held else None
             if not name:  # no name yet: hold the call until one comes
+                if addition:
+                    _dumps(addition)  # one that cannot be sent fails here, not at the end
                 if held is None:
                     held = ([], {})
                     if self._held is None:
